@@ -1,0 +1,75 @@
+"""Decode any audio or video file that FFmpeg can read into 16 kHz mono float32 samples."""
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+# Whisper hears nothing useful in less than this; a shorter file is almost always a mistake.
+MIN_DURATION_S = 0.25
+
+
+class AudioError(ValueError):
+    """The file cannot be used as audio; the message names the file and the reason."""
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Decode the first audio stream of `path` to 16 kHz mono float32 samples in [-1, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: the file is empty")
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: the file has no audio stream")
+            stream = container.streams.audio[0]
+            declared_s = _declared_duration(container, stream)
+            samples = _decode_stream(container, stream)
+    except av.FFmpegError as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise AudioError(f"{path}: not a readable audio or video file ({reason})") from None
+
+    duration_s = len(samples) / SAMPLE_RATE
+    if duration_s == 0:
+        raise AudioError(f"{path}: the audio stream holds no sound that can be decoded")
+    # Containers state their length in the header; far less sound than that means the file was cut
+    # short or is damaged, and subtitles for part of it would silently miss the rest.
+    if declared_s is not None and duration_s < 0.9 * declared_s - 0.5:
+        raise AudioError(
+            f"{path}: the file is truncated or damaged "
+            f"(its header says {declared_s:.1f} s, only {duration_s:.1f} s could be decoded)"
+        )
+    if duration_s < MIN_DURATION_S:
+        raise AudioError(
+            f"{path}: the audio is only {duration_s:.2f} s long; at least {MIN_DURATION_S} s is needed"
+        )
+    return samples
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _decode_stream(container: av.container.InputContainer, stream: av.AudioStream) -> np.ndarray:
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    pieces = []
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.InvalidDataError:
+            # A damaged packet costs a few milliseconds of sound; the truncation check catches worse.
+            continue
+        for frame in frames:
+            pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+    pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+    if not pieces:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(pieces).astype(np.float32, copy=False)

@@ -1,0 +1,127 @@
+"""Command line: python cli.py INPUT [INPUT ...] -o OUTPUT [options]
+
+Exit codes: 0 success, 2 a user error (bad file, bad option, unknown model), 1 an internal error.
+"""
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from audio import AudioError
+from parallel_transcriber import JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
+from pipeline import transcribe_file
+from transcriber import ModelError, TranscribeOptions, can_translate, resolve_model
+from writers import FORMATS, write
+
+USER_ERROR, INTERNAL_ERROR = 2, 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Transcribe audio or video files to subtitles.")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="audio or video files")
+    parser.add_argument("-o", "--output", help="output file (one input) or folder (default: beside each input)")
+    parser.add_argument("-f", "--format", choices=FORMATS, help="default: from OUTPUT's extension, else srt")
+    parser.add_argument("--model", help="size name, Hugging Face repo id or local CTranslate2 folder "
+                        "(default: large-v3-turbo with a GPU, else the bundled tiny.en)")
+    parser.add_argument("--devices", "--device", default="auto", help="auto, cpu, cpu*2, cuda:0,cuda:1 ...")
+    parser.add_argument("--compute-type", help="default: float16 on GPU, int8 on CPU")
+    parser.add_argument("--language", default="auto", help="language code, or auto to detect it")
+    parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    parser.add_argument("--initial-prompt")
+    parser.add_argument("--hotwords")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--download-only", action="store_true", help="fetch the model into the cache and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
+    return parser
+
+
+def output_paths(inputs: list[Path], output: str | None, fmt: str | None) -> list[tuple[Path, str]]:
+    """Where each input's subtitles go, and in which format."""
+    if output and len(inputs) == 1 and not Path(output).is_dir():
+        suffix = Path(output).suffix.lstrip(".").lower()
+        chosen = fmt or (suffix if suffix in FORMATS else "srt")
+        return [(Path(output), chosen)]
+    chosen = fmt or "srt"
+    folder = Path(output) if output else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    return [((folder or source.parent) / f"{source.stem}.{chosen}", chosen) for source in inputs]
+
+
+def run(args: argparse.Namespace) -> int:
+    model_path = resolve_model(args.model)
+    if args.download_only:
+        print(model_path)
+        return 0
+    if not args.inputs:
+        raise ValueError("no input file given")
+    if args.task == "translate" and not can_translate(args.model or model_path):
+        raise ValueError(f"the model {args.model or model_path} cannot translate; choose a multilingual model")
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    inputs = [Path(name) for name in args.inputs]
+    targets = output_paths(inputs, args.output, args.format)
+    options = TranscribeOptions(
+        language=None if args.language == "auto" else args.language,
+        task=args.task,
+        initial_prompt=args.initial_prompt,
+        hotwords=args.hotwords,
+        batch_size=args.batch_size,
+    )
+    spec = ModelSpec(model_path, name=args.model or model_path, compute_type=args.compute_type)
+    failures = 0
+    with ParallelTranscriber(spec, parse_devices(args.devices)) as pool:
+        for source, (target, fmt) in zip(inputs, targets):
+            try:
+                transcript = _transcribe_with_bar(source, pool, options, args.quiet)
+            except (AudioError, JobFailed) as error:
+                print(f"error: {error}", file=sys.stderr)
+                failures += 1
+                continue
+            write(transcript, target, fmt)
+            if not args.quiet:
+                print(f"{source} -> {target} ({len(transcript.cues)} cues, "
+                      f"{transcript.realtime_factor:.1f}x realtime)", file=sys.stderr)
+    return USER_ERROR if failures else 0
+
+
+def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: TranscribeOptions, quiet: bool):
+    bar = tqdm(total=0, unit="s", desc=source.name, disable=quiet, file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech")
+    # Log lines are printed above the bar instead of through it.
+    with bar, logging_redirect_tqdm(loggers=[logging.getLogger("whisper_for_subs")]):
+
+        def show(progress: Progress) -> None:
+            bar.total = round(progress.total_s, 1)
+            bar.n = round(progress.done_s, 1)
+            bar.refresh()
+
+        return transcribe_file(source, pool, options, on_progress=show)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # SIGTERM (docker stop, kill) unwinds like Ctrl-C, so that the worker processes are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return run(args)
+    except (ModelError, ValueError, AudioError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # the last resort: one line, not a traceback, for an unexpected failure
+        logging.getLogger("whisper_for_subs").exception("internal error")
+        print(f"internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

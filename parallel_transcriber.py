@@ -1,0 +1,423 @@
+"""One persistent worker process per device, each with its model loaded once, serving every job.
+
+Each device gets a `ProcessPoolExecutor(max_workers=1)` started with `spawn`, whose initializer loads
+the Whisper model into a worker global. The pools live from server start to shutdown: a job never
+loads a model. A dispatcher thread hands work units to whichever worker is free, longest first,
+taking turns between jobs, and keeps at most two batches in flight per worker, so that a worker
+always has its next batch queued and a newly arrived job never waits behind a whole other job.
+"""
+
+import itertools
+import logging
+import math
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from transcriber import ModelError, Segment, TranscribeOptions, WhisperTranscriber, cpu_threads_per_worker, has_gpu
+from vad_splitter import WorkUnit, longest_first
+
+log = logging.getLogger("whisper_for_subs")
+
+MAX_TRIES = 3  # a unit whose worker dies this many times fails its job
+BATCHES_IN_FLIGHT = 2  # per worker: one running, one queued behind it
+
+
+class JobFailed(RuntimeError):
+    """A job could not be finished; the message says why."""
+
+
+class JobCancelled(RuntimeError):
+    """The job was cancelled by its owner."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What every worker loads: a resolved model folder, and how to run it."""
+
+    model_path: str
+    name: str  # as the user gave it, for the logs
+    compute_type: str | None = None
+    engine: type = WhisperTranscriber  # the class that owns the model in the worker
+
+
+def parse_devices(text: str) -> list[str]:
+    """`auto` (every GPU, else the CPU), `cuda:0,cuda:1`, `cpu`, or `cpu*2` (two CPU workers)."""
+    text = text.strip()
+    if text == "auto":
+        import ctranslate2
+
+        count = ctranslate2.get_cuda_device_count() if has_gpu() else 0
+        return [f"cuda:{index}" for index in range(count)] or ["cpu"]
+    devices: list[str] = []
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        name, _, copies = part.partition("*")
+        if name == "cuda":
+            name = "cuda:0"
+        if name != "cpu" and not (name.startswith("cuda:") and name[5:].isdigit()):
+            raise ValueError(f"unknown device {part!r}: use auto, cpu, cpu*N or cuda:N")
+        if not copies.isdigit() and copies:
+            raise ValueError(f"bad worker count in {part!r}: use for example cpu*2")
+        devices.extend([name] * int(copies or 1))
+    if not devices:
+        raise ValueError("no device given")
+    return devices
+
+
+# --- The worker process side. Each worker holds one model in these globals for its whole life. ---
+
+_transcriber = None
+_device = ""
+_events = None
+_load_error: str | None = None
+
+
+def _load_model(spec: ModelSpec, device: str, cpu_threads: int, events) -> None:
+    """Executor initializer: pin the device and load the model, once per worker process."""
+    global _transcriber, _device, _events, _load_error
+    _device, _events = device, events
+    local_device = "cpu"
+    if device.startswith("cuda:"):
+        # The worker sees only its own GPU, which it then calls cuda:0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.partition(":")[2]
+        local_device = "cuda:0"
+    started = time.perf_counter()
+    try:
+        _transcriber = spec.engine(spec.model_path, local_device, spec.compute_type, cpu_threads)
+    except Exception as error:  # reported by _worker_info: an initializer that raises breaks the pool silently
+        _load_error = f"{type(error).__name__}: {error}"
+        return
+    events.put(("loaded", device, spec.name, time.perf_counter() - started))
+
+
+def _worker_info() -> tuple[int, str | None, bool]:
+    """(process id, load error or None, whether the model is multilingual)."""
+    multilingual = _transcriber is not None and _transcriber.multilingual
+    return os.getpid(), _load_error, multilingual
+
+
+def _detect_language(unit: WorkUnit) -> str:
+    return _transcriber.detect_language(unit)
+
+
+def _transcribe_units(units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
+    for unit in units:
+        _events.put(("started", _device, unit.index, unit.duration))
+    results = _transcribe_within_memory(units, options)
+    for unit, segments in zip(units, results):
+        _events.put(("done", _device, unit.index, len(segments)))
+    return results
+
+
+def _transcribe_within_memory(units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
+    try:
+        return _transcriber.transcribe(units, options)
+    except RuntimeError as error:
+        if "out of memory" not in str(error).lower() or len(units) == 1:
+            raise
+    # The GPU ran out of memory on this batch: do it in halves rather than fail the job.
+    half = len(units) // 2
+    smaller = replace(options, batch_size=max(1, options.batch_size // 2))
+    return _transcribe_within_memory(units[:half], smaller) + _transcribe_within_memory(units[half:], smaller)
+
+
+# --- The server side. ---
+
+
+@dataclass
+class Progress:
+    done_s: float  # speech transcribed so far
+    total_s: float  # speech found in the file
+    busy_devices: list[str]  # devices working on this job right now
+
+
+@dataclass
+class _Worker:
+    device: str
+    executor: ProcessPoolExecutor
+    generation: int = 0  # bumped each time a dead process is replaced
+    in_flight: int = 0
+
+
+@dataclass
+class Job:
+    """One file's work units on their way through the workers."""
+
+    id: int
+    units: list[WorkUnit]
+    options: TranscribeOptions
+    worker_indexes: list[int]  # the workers this job may use
+    on_progress: Callable[[Progress], None] | None = None
+    pending: deque = field(default_factory=deque)
+    results: dict[int, list[Segment]] = field(default_factory=dict)
+    tries: dict[int, int] = field(default_factory=dict)
+    busy: dict[str, int] = field(default_factory=dict)  # device -> batches in flight
+    detecting: bool = False
+    error: Exception | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def language(self) -> str | None:
+        return self.options.language
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.finished.wait(timeout)
+
+    def segments(self) -> list[Segment]:
+        """Wait for the job; its segments in time order, or the reason it failed."""
+        self.finished.wait()
+        if self.error is not None:
+            raise self.error
+        return [segment for index in sorted(self.results) for segment in self.results[index]]
+
+
+class ParallelTranscriber:
+    """The worker pool: `devices` such as ["cuda:0", "cuda:1"] or ["cpu", "cpu"]."""
+
+    def __init__(self, spec: ModelSpec, devices: list[str]):
+        self.spec = spec
+        self.devices = devices
+        self.multilingual = False
+        self._context = multiprocessing.get_context("spawn")
+        self._events = self._context.Queue()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: deque[Job] = deque()
+        self._job_ids = itertools.count(1)
+        self._loads = 0
+        self._loads_changed = threading.Condition()
+        self._closed = False
+        self._cpu_threads = cpu_threads_per_worker(devices.count("cpu"))
+        threading.Thread(target=self._log_events, name="worker-events", daemon=True).start()
+        self._workers = [_Worker(device, self._new_executor(device)) for device in devices]
+        self._dispatcher = threading.Thread(target=self._dispatch, name="dispatcher", daemon=True)
+        self._dispatcher.start()
+        self._wait_until_loaded()
+
+    # Public interface
+
+    @property
+    def model_loads(self) -> int:
+        """Models loaded since start: one per worker process ever started."""
+        with self._loads_changed:
+            return self._loads
+
+    def worker_pids(self) -> list[int]:
+        return [pid for worker in self._workers for pid in worker.executor._processes]
+
+    def submit(
+        self,
+        units: list[WorkUnit],
+        options: TranscribeOptions,
+        on_progress: Callable[[Progress], None] | None = None,
+        all_workers: bool = True,
+    ) -> Job:
+        """Queue a job; `all_workers=False` keeps it on one worker (single-device mode)."""
+        if all_workers:
+            worker_indexes = list(range(len(self._workers)))
+        else:
+            worker_indexes = [self._least_loaded_worker()]
+        if not self.multilingual:
+            options = replace(options, language="en")
+        job = Job(next(self._job_ids), units, options, worker_indexes, on_progress)
+        job.pending.extend(longest_first(units))
+        self._inbox.put(("submit", job))
+        return job
+
+    def cancel(self, job: Job) -> None:
+        self._inbox.put(("cancel", job))
+
+    def shutdown(self) -> None:
+        """Stop every worker process; jobs still open fail."""
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.put(("stop", None))
+        self._dispatcher.join(timeout=10)
+        for worker in self._workers:
+            self._stop_executor(worker.executor)
+        self._events.put(None)
+
+    def __enter__(self) -> "ParallelTranscriber":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    # Worker processes
+
+    def _new_executor(self, device: str) -> ProcessPoolExecutor:
+        executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=self._context,
+            initializer=_load_model,
+            initargs=(self.spec, device, self._cpu_threads if device == "cpu" else 1, self._events),
+        )
+        return executor
+
+    def _wait_until_loaded(self) -> None:
+        """Start every worker and wait for its model, so that the first job loads nothing."""
+        infos = [worker.executor.submit(_worker_info) for worker in self._workers]
+        for worker, info in zip(self._workers, infos):
+            try:
+                _pid, error, multilingual = info.result()
+            except BrokenProcessPool:
+                error = "the worker process died while loading the model"
+            if error:
+                self.shutdown()
+                raise ModelError(f"[{worker.device}] could not load the model {self.spec.name!r}: {error}")
+            self.multilingual = multilingual
+        with self._loads_changed:
+            self._loads_changed.wait_for(lambda: self._loads >= len(self._workers), timeout=30)
+
+    @staticmethod
+    def _stop_executor(executor: ProcessPoolExecutor) -> None:
+        processes = list(executor._processes.values())  # the executor keeps no public handle on them
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():  # still in the middle of a batch: no reason to wait for it
+                process.kill()
+                process.join()
+
+    def _log_events(self) -> None:
+        while (event := self._events.get()) is not None:
+            kind, device, *details = event
+            if kind == "loaded":
+                model, seconds = details
+                log.info("[%s] model loaded: %s (%.1f s)", device, model, seconds)
+                with self._loads_changed:
+                    self._loads += 1
+                    self._loads_changed.notify_all()
+            elif kind == "started":
+                log.info("[%s] unit %d (%.1f s)", device, *details)
+            elif kind == "done":
+                log.info("[%s] unit %d done: %d segments", device, *details)
+
+    def _least_loaded_worker(self) -> int:
+        pinned = [0] * len(self._workers)
+        for job in list(self._jobs):
+            if len(job.worker_indexes) == 1:
+                pinned[job.worker_indexes[0]] += 1
+        return pinned.index(min(pinned))
+
+    # The dispatcher thread: the only code that changes jobs and workers, one message at a time.
+
+    def _dispatch(self) -> None:
+        while True:
+            kind, payload = self._inbox.get()
+            if kind == "stop":
+                for job in list(self._jobs):
+                    self._finish(job, JobFailed("the server is shutting down"))
+                return
+            if kind == "submit":
+                self._jobs.append(payload)
+                if not payload.units:
+                    self._finish(payload)
+            elif kind == "cancel":
+                if not payload.finished.is_set():
+                    self._finish(payload, JobCancelled(f"job {payload.id} was cancelled"))
+            elif kind == "result":
+                self._take_result(*payload)
+            self._hand_out_work()
+
+    def _hand_out_work(self) -> None:
+        # Take turns: each time a job is given a batch, it goes to the back of the line.
+        for worker_index, worker in enumerate(self._workers):
+            while worker.in_flight < BATCHES_IN_FLIGHT:
+                job = next((job for job in self._jobs if worker_index in job.worker_indexes and self._has_work(job)), None)
+                if job is None:
+                    break
+                self._jobs.remove(job)
+                self._jobs.append(job)
+                self._send(worker, job)
+
+    @staticmethod
+    def _has_work(job: Job) -> bool:
+        if job.language is None:
+            return not job.detecting
+        return bool(job.pending)
+
+    def _send(self, worker: _Worker, job: Job) -> None:
+        if job.language is None:
+            # Detect the language once, from the file's first speech, and use it for every unit.
+            job.detecting = True
+            units = [min(job.units, key=lambda unit: unit.index)]
+            future = worker.executor.submit(_detect_language, units[0])
+        else:
+            # Enough units to fill a batch, but never so many that another worker goes without.
+            share = math.ceil(len(job.pending) / len(job.worker_indexes))
+            units = [job.pending.popleft() for _ in range(min(job.options.batch_size, share))]
+            future = worker.executor.submit(_transcribe_units, units, job.options)
+        worker.in_flight += 1
+        job.busy[worker.device] = job.busy.get(worker.device, 0) + 1
+        generation = worker.generation
+        future.add_done_callback(lambda done: self._inbox.put(("result", (worker, generation, job, units, done))))
+
+    def _take_result(self, worker: _Worker, generation: int, job: Job, units: list[WorkUnit], future: Future) -> None:
+        if generation == worker.generation:
+            worker.in_flight -= 1
+        job.busy[worker.device] -= 1
+        if job.finished.is_set():
+            return  # cancelled or failed meanwhile: the work is dropped
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            self._replace_dead_worker(worker, generation)
+            self._retry_after_crash(job, units)
+            return
+        except Exception as error:
+            self._finish(job, JobFailed(f"job {job.id} failed in unit {units[0].index}: {type(error).__name__}: {error}"))
+            return
+        if isinstance(result, str):
+            job.options = replace(job.options, language=result)
+            log.info("job %d: language %s", job.id, result)
+            return
+        for unit, segments in zip(units, result):
+            job.results[unit.index] = segments
+        if job.on_progress is not None:
+            done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
+            busy = [device for device, count in job.busy.items() if count > 0]
+            job.on_progress(Progress(done_s, sum(unit.duration for unit in job.units), busy))
+        if len(job.results) == len(job.units):
+            self._finish(job)
+
+    def _replace_dead_worker(self, worker: _Worker, generation: int) -> None:
+        if generation != worker.generation:
+            return  # another batch of the same dead process already got it replaced
+        log.warning("[%s] worker process died; starting a new one", worker.device)
+        self._stop_executor(worker.executor)
+        worker.executor = self._new_executor(worker.device)
+        worker.generation += 1
+        worker.in_flight = 0
+
+    def _retry_after_crash(self, job: Job, units: list[WorkUnit]) -> None:
+        if job.language is None:
+            job.detecting = False
+        for unit in units:
+            job.tries[unit.index] = job.tries.get(unit.index, 0) + 1
+            if job.tries[unit.index] >= MAX_TRIES:
+                start = unit.spans[0][0]
+                self._finish(
+                    job,
+                    JobFailed(
+                        f"job {job.id} failed: the worker process died {MAX_TRIES} times on the speech "
+                        f"at {int(start // 60)}:{start % 60:04.1f} ({unit.duration:.1f} s)"
+                    ),
+                )
+                return
+        if job.language is not None:
+            job.pending.extendleft(reversed(units))
+
+    def _finish(self, job: Job, error: Exception | None = None) -> None:
+        job.error = error
+        job.pending.clear()
+        if job in self._jobs:
+            self._jobs.remove(job)
+        job.finished.set()

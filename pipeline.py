@@ -1,0 +1,100 @@
+"""The one way from a file to subtitles: file -> audio -> work units -> segments -> cues.
+
+The command line and the web app are thin shells over `transcribe_file`.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from audio import SAMPLE_RATE, load_audio
+from parallel_transcriber import ParallelTranscriber, Progress
+from subtitles import BROADCAST, CHINESE_JAPANESE, Cue, CueOptions, build_cues
+from transcriber import Segment, TranscribeOptions
+from vad_splitter import VadOptions, split_audio
+
+log = logging.getLogger("whisper_for_subs")
+
+LANGUAGES_WITHOUT_SPACES = ("zh", "ja", "yue")
+
+
+@dataclass
+class Transcript:
+    source: str  # the input's file name
+    duration: float  # seconds of audio in the file
+    speech: float  # seconds of it that are speech
+    language: str
+    segments: list[Segment]
+    cues: list[Cue]
+    stage_seconds: dict[str, float]  # decode, vad, transcribe, cues
+    workers: int
+
+    @property
+    def wall_seconds(self) -> float:
+        return sum(self.stage_seconds.values())
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.duration / max(self.wall_seconds, 1e-9)
+
+
+def cue_options_for(language: str) -> CueOptions:
+    return CHINESE_JAPANESE if language in LANGUAGES_WITHOUT_SPACES else BROADCAST
+
+
+def transcribe_file(
+    path: str | Path,
+    pool: ParallelTranscriber,
+    options: TranscribeOptions = TranscribeOptions(),
+    vad_options: VadOptions = VadOptions(),
+    cue_options: CueOptions | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    all_workers: bool = True,
+    cancel: threading.Event | None = None,
+) -> Transcript:
+    """Transcribe one file into segments and cues. Raises AudioError for a file that is not usable
+    audio, JobFailed or JobCancelled when the transcription does not finish."""
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+    audio = load_audio(path)
+    stages["decode"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    units = split_audio(audio, vad_options)
+    stages["vad"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    job = pool.submit(units, options, on_progress, all_workers)
+    while not job.wait(timeout=0.2):
+        if cancel is not None and cancel.is_set():
+            pool.cancel(job)
+    segments = job.segments()
+    stages["transcribe"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    language = job.language or "en"
+    cues = build_cues(segments, cue_options or cue_options_for(language))
+    stages["cues"] = time.perf_counter() - started
+
+    transcript = Transcript(
+        source=Path(path).name,
+        duration=len(audio) / SAMPLE_RATE,
+        speech=sum(unit.duration for unit in units),
+        language=language,
+        segments=segments,
+        cues=cues,
+        stage_seconds=stages,
+        workers=len(job.worker_indexes),
+    )
+    log.info(
+        "job %d done: %.1f s of audio in %.1f s (%.1f x realtime) on %d workers",
+        job.id,
+        transcript.duration,
+        transcript.wall_seconds,
+        transcript.realtime_factor,
+        transcript.workers,
+    )
+    return transcript

@@ -1,0 +1,133 @@
+"""Turn timed words into subtitle cues that people can read.
+
+The rules follow common broadcast practice: short balanced lines, cues that stay long enough to be read
+but never linger over silence, a gap between cues, and a new cue at each sentence end.
+"""
+
+from dataclasses import dataclass
+
+from transcriber import Segment, Word
+
+SENTENCE_ENDS = (".", "?", "!", "。", "？", "！", "…")
+CLAUSE_ENDS = (",", ";", ":", "，", "；", "：", "、")
+# A pause this long between two words is a natural place for a new cue.
+PAUSE_BREAK_S = 1.0
+
+
+@dataclass(frozen=True)
+class CueOptions:
+    max_line_chars: int = 42
+    max_lines: int = 2
+    min_duration: float = 0.8  # seconds on screen at least, borrowed from silence after the cue
+    max_duration: float = 7.0
+    min_gap: float = 0.08  # between one cue's end and the next one's start
+    max_linger: float = 0.5  # how long a cue may stay after its last word is spoken
+    max_chars_per_second: float = 20.0
+    join_without_spaces: bool = False  # Chinese and Japanese
+
+
+BROADCAST = CueOptions()
+CHINESE_JAPANESE = CueOptions(max_line_chars=16, max_chars_per_second=17.0, join_without_spaces=True)
+
+
+@dataclass
+class Cue:
+    start: float
+    end: float
+    lines: list[str]
+    words: list[Word]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def build_cues(segments: list[Segment], options: CueOptions = BROADCAST) -> list[Cue]:
+    """Group every word, once and in order, into cues that obey `options`."""
+    words = [word for segment in segments for word in segment.words if word.text.strip()]
+    groups: list[list[Word]] = []
+    for word in words:
+        current = groups[-1] if groups else None
+        if current is None or _starts_new_cue(current, word, options):
+            groups.append([word])
+        elif _fits(current + [word], options):
+            current.append(word)
+        else:
+            groups.append(_take_tail_after_best_break(current) + [word])
+    cues = [Cue(group[0].start, group[-1].end, wrap_lines(group, options), group) for group in groups if group]
+    _fix_timing(cues, options)
+    return cues
+
+
+def _starts_new_cue(current: list[Word], word: Word, options: CueOptions) -> bool:
+    previous = current[-1]
+    return (
+        previous.text.strip().endswith(SENTENCE_ENDS)
+        or word.start - previous.end >= PAUSE_BREAK_S
+    )
+
+
+def _fits(words: list[Word], options: CueOptions) -> bool:
+    lines = wrap_lines(words, options)
+    return (
+        len(lines) <= options.max_lines
+        and all(len(line) <= options.max_line_chars for line in lines)
+        and words[-1].end - words[0].start <= options.max_duration
+    )
+
+
+def _take_tail_after_best_break(current: list[Word]) -> list[Word]:
+    """Split a full (or too long) cue where a reader would pause: after a comma, else at the longest pause.
+
+    The words after the break are removed from `current` and returned, to open the next cue.
+    Only the second half of the cue is searched, so that neither cue is left with a scrap.
+    """
+    candidates = range(max(1, len(current) // 2), len(current))
+    clause_breaks = [i for i in candidates if current[i - 1].text.strip().endswith(CLAUSE_ENDS)]
+    if clause_breaks:
+        split = clause_breaks[-1]
+    elif candidates:
+        split = max(candidates, key=lambda i: current[i].start - current[i - 1].end)
+    else:
+        split = len(current)
+    tail = current[split:]
+    del current[split:]
+    return tail
+
+
+def join_words(words: list[Word], options: CueOptions) -> str:
+    if options.join_without_spaces:
+        return "".join(word.text.strip() for word in words)
+    return "".join(word.text for word in words).strip()
+
+
+def wrap_lines(words: list[Word], options: CueOptions) -> list[str]:
+    """One line if the words fit on it, else two lines as balanced as possible, broken between words.
+
+    The result may still be too long; `_fits` is what rejects it.
+    """
+    text = join_words(words, options)
+    if len(text) <= options.max_line_chars or len(words) == 1:
+        return [text]
+    splits = [(join_words(words[:i], options), join_words(words[i:], options)) for i in range(1, len(words))]
+    head, tail = min(splits, key=lambda lines: max(len(lines[0]), len(lines[1])))
+    return [head, tail]
+
+
+def _fix_timing(cues: list[Cue], options: CueOptions) -> None:
+    """Lengthen short or fast cues into the silence after them, and keep gaps between cues."""
+    for index, cue in enumerate(cues):
+        next_start = cues[index + 1].start if index + 1 < len(cues) else float("inf")
+        latest_end = min(next_start - options.min_gap, cue.words[-1].end + options.max_linger)
+        characters = sum(len(line) for line in cue.lines)
+        wanted = max(options.min_duration, characters / options.max_chars_per_second)
+        if cue.end - cue.start < wanted:
+            cue.end = max(cue.end, min(cue.start + wanted, latest_end))
+        cue.end = min(cue.end, cue.start + options.max_duration)
+        if cue.end > next_start - options.min_gap:
+            # Words overlap the next cue's words (Whisper's timings can): keep the gap all the same.
+            cue.end = max(cue.start + 0.01, next_start - options.min_gap)
+            following = cues[index + 1]
+            following.start = max(following.start, cue.end + options.min_gap)
+            following.end = max(following.end, following.start + 0.01)
+        cue.start, cue.end = round(cue.start, 3), round(cue.end, 3)
