@@ -15,7 +15,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from audio import AudioError
 from parallel_transcriber import JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
 from pipeline import transcribe_file
-from transcriber import ModelError, TranscribeOptions, can_translate, resolve_model
+from transcriber import ModelError, TranscribeOptions, can_translate, model_label, resolve_model
 from writers import FORMATS, write
 
 USER_ERROR, INTERNAL_ERROR = 2, 1
@@ -60,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.inputs:
         raise ValueError("no input file given")
-    if args.task == "translate" and not can_translate(args.model or model_path):
-        raise ValueError(f"the model {args.model or model_path} cannot translate; choose a multilingual model")
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
     inputs = [Path(name) for name in args.inputs]
@@ -73,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
         hotwords=args.hotwords,
         batch_size=args.batch_size,
     )
-    spec = ModelSpec(model_path, name=args.model or model_path, compute_type=args.compute_type)
+    spec = ModelSpec(model_path, name=model_label(args.model), compute_type=args.compute_type)
     failures = 0
     with ParallelTranscriber(spec, parse_devices(args.devices)) as pool:
+        if args.task == "translate" and not can_translate(spec.name, pool.multilingual):
+            raise ValueError(f"the model {spec.name} cannot translate; choose a multilingual model such as large-v3")
         for source, (target, fmt) in zip(inputs, targets):
             try:
                 transcript = _transcribe_with_bar(source, pool, options, args.quiet)

@@ -194,7 +194,8 @@ class ParallelTranscriber:
         self._loads_changed = threading.Condition()
         self._closed = False
         self._cpu_threads = cpu_threads_per_worker(devices.count("cpu"))
-        threading.Thread(target=self._log_events, name="worker-events", daemon=True).start()
+        self._listener = threading.Thread(target=self._log_events, name="worker-events", daemon=True)
+        self._listener.start()
         self._workers = [_Worker(device, self._new_executor(device)) for device in devices]
         self._dispatcher = threading.Thread(target=self._dispatch, name="dispatcher", daemon=True)
         self._dispatcher.start()
@@ -243,6 +244,7 @@ class ParallelTranscriber:
         for worker in self._workers:
             self._stop_executor(worker.executor)
         self._events.put(None)
+        self._listener.join(timeout=5)
 
     def __enter__(self) -> "ParallelTranscriber":
         return self

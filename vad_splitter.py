@@ -47,22 +47,21 @@ class WorkUnit:
         return len(self.audio) / SAMPLE_RATE
 
     def to_file_times(self, start: float, end: float) -> tuple[float, float]:
-        """Map a stretch of the unit's joined audio (a word, say) to the times in the file."""
-        start_span, file_start = self._locate(float(start))
-        end_span, file_end = self._locate(float(end))
-        if start_span != end_span:
-            # Whisper stretches a word's start back over the pause before it; a word that straddles
-            # a joint was spoken in the later span.
-            file_start = self.spans[end_span][0]
-        return round(file_start, 3), round(file_end, 3)
+        """Map a stretch of the unit's joined audio (a word, say) to its times in the file.
 
-    def _locate(self, unit_time: float) -> tuple[int, float]:
-        offset = 0.0
-        for index, (start, end) in enumerate(self.spans):
-            if unit_time <= offset + (end - start):
-                return index, start + max(unit_time - offset, 0.0)
-            offset += end - start
-        return len(self.spans) - 1, self.spans[-1][1]
+        Whisper's word times can run over a joint into the neighbouring span's padding; such a word
+        belongs to the span that holds most of it, and is kept inside that span.
+        """
+        offset, best_overlap, best = 0.0, -1.0, (self.spans[0][0], self.spans[0][0])
+        for span_start, span_end in self.spans:
+            length = span_end - span_start
+            overlap = min(end, offset + length) - max(start, offset)
+            if overlap > best_overlap:
+                inside_start = min(max(start - offset, 0.0), length)
+                inside_end = min(max(end - offset, inside_start), length)
+                best_overlap, best = overlap, (span_start + inside_start, span_start + inside_end)
+            offset += length
+        return round(float(best[0]), 3), round(float(best[1]), 3)
 
 
 @functools.cache

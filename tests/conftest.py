@@ -1,0 +1,53 @@
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import speech
+from parallel_transcriber import ModelSpec, ParallelTranscriber
+from transcriber import resolve_model
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def model_spec() -> ModelSpec:
+    return ModelSpec(resolve_model(None), name="tiny.en")
+
+
+@pytest.fixture(scope="session")
+def two_workers(model_spec):
+    """Two real CPU worker processes, shared by the tests that only submit jobs."""
+    with ParallelTranscriber(model_spec, ["cpu", "cpu"]) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def jfk() -> tuple[Path, str]:
+    return DATA / "jfk.flac", (DATA / "jfk.txt").read_text().strip()
+
+
+@pytest.fixture(scope="session")
+def composition(tmp_path_factory):
+    """About 112 s: 22 espeak-ng sentences, pauses of 0.3-3 s, a 20-s silence and a 10-s tone."""
+    samples, placed = speech.standard_composition()
+    path = speech.write_wav(tmp_path_factory.mktemp("composition") / "composition.wav", samples)
+    return path, placed
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    path = shutil.which("ffmpeg")
+    assert path, "ffmpeg is needed to make the test media (.ci/run installs it)"
+    return path
+
+
+def make_media(ffmpeg: str, *args: str) -> None:
+    subprocess.run([ffmpeg, "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(autouse=True)
+def _log_everything(caplog):
+    caplog.set_level(logging.INFO, logger="whisper_for_subs")

@@ -1,0 +1,167 @@
+"""The command-line pipeline on real audio with the real tiny.en model."""
+
+import json
+
+import numpy as np
+import pytest
+import srt
+import webvtt
+
+import speech
+from audio import SAMPLE_RATE, load_audio
+from conftest import make_media
+from helpers import run_cli, word_error_rate
+from pipeline import transcribe_file
+from vad_splitter import VadOptions, find_speech, split_audio
+from writers import render
+
+
+@pytest.fixture(scope="module")
+def jfk_transcript(two_workers, jfk):
+    return transcribe_file(jfk[0], two_workers)
+
+
+@pytest.fixture(scope="module")
+def composition_transcript(two_workers, composition):
+    return transcribe_file(composition[0], two_workers)
+
+
+def test_jfk_words_match_the_reference(jfk_transcript, jfk):
+    text = " ".join(cue.text for cue in jfk_transcript.cues)
+    assert word_error_rate(jfk[1], text) <= 0.10, text
+
+
+def test_jfk_srt_parses_and_lies_within_the_audio(jfk_transcript):
+    cues = list(srt.parse(render(jfk_transcript, "srt")))
+    assert cues and [cue.index for cue in cues] == list(range(1, len(cues) + 1))
+    for previous, cue in zip(cues, cues[1:]):
+        assert previous.end <= cue.start
+    assert cues[0].start.total_seconds() >= 0
+    assert cues[-1].end.total_seconds() <= jfk_transcript.duration
+
+
+def test_composition_every_sentence_found_where_it_was_placed(composition_transcript, composition):
+    _path, placed = composition
+    cues = composition_transcript.cues
+    heard: dict[int, list[str]] = {index: [] for index in range(len(placed))}
+    for cue in cues:
+        homes = [i for i, s in enumerate(placed) if cue.start >= s.start - 0.5 and cue.end <= s.end + 0.5]
+        assert homes, f"cue {cue.start}-{cue.end} {cue.text!r} lies outside every placed sentence"
+        heard[homes[0]].append(cue.text)
+    for index, sentence in enumerate(placed):
+        assert heard[index], f"sentence not found: {sentence.text!r}"
+        assert word_error_rate(sentence.text, " ".join(heard[index])) <= 0.5, (sentence.text, heard[index])
+    reference = " ".join(s.text for s in placed)
+    assert word_error_rate(reference, " ".join(cue.text for cue in cues)) <= 0.15
+
+
+def test_composition_no_cue_in_the_long_silence_or_the_tone(composition_transcript, composition):
+    _path, placed = composition
+    middle = len(speech.SENTENCES) // 2
+    quiet_start, quiet_end = placed[middle - 1].end, placed[middle].start
+    assert quiet_end - quiet_start > 30  # the 20-s silence and the 10-s tone lie here
+    for cue in composition_transcript.cues:
+        assert cue.end <= quiet_start + 0.5 or cue.start >= quiet_end - 0.5, cue
+
+
+def test_writers_parse_with_independent_readers(composition_transcript, tmp_path):
+    expected = [cue.text for cue in composition_transcript.cues]
+    assert [cue.content for cue in srt.parse(render(composition_transcript, "srt"))] == expected
+    vtt_path = tmp_path / "out.vtt"
+    vtt_path.write_text(render(composition_transcript, "vtt"), encoding="utf-8")
+    assert [caption.text for caption in webvtt.read(vtt_path)] == expected
+    document = json.loads(render(composition_transcript, "json"))
+    assert document["language"] == "en"
+    words = [w for segment in document["segments"] for w in segment["words"]]
+    assert words and all({"start", "end", "text", "probability"} <= w.keys() for w in words)
+    assert render(composition_transcript, "txt").strip()
+    assert "Dialogue:" in render(composition_transcript, "ass")
+
+
+def test_units_never_cut_speech_and_fit_whisper_window(composition):
+    audio = load_audio(composition[0])
+    units = split_audio(audio)
+    assert all(unit.duration <= 30.0 for unit in units)
+    _path, placed = composition
+    for unit in units:
+        for start, end in unit.spans:
+            for sentence in placed:  # a span edge inside a sentence would cut its speech
+                assert not (sentence.start + 0.05 < start < sentence.end - 0.05), (start, sentence)
+                assert not (sentence.start + 0.05 < end < sentence.end - 0.05), (end, sentence)
+
+
+def test_short_utterance_is_kept_and_silence_gives_no_units():
+    yes, _ = speech.compose([speech.silence(2.0), "Yes.", speech.silence(2.0)])
+    assert len(find_speech(yes)) == 1
+    assert split_audio(speech.silence(20.0)) == []
+    assert split_audio(speech.tone(10.0)) == []
+
+
+def test_long_speech_without_pauses_is_split_below_the_window():
+    # 80 s of speech, pauses only 0.15 s long: shorter than the VAD's minimum silence.
+    pieces = []
+    for sentence in speech.SENTENCES * 2:
+        pieces += [sentence, speech.silence(0.15)]
+    audio, _ = speech.compose(pieces)
+    units = split_audio(audio, VadOptions())
+    assert len(units) >= 3
+    assert all(unit.duration <= 30.0 for unit in units)
+    spoken = sum(end - start for unit in units for start, end in unit.spans)
+    assert spoken >= 0.9 * len(audio) / SAMPLE_RATE
+
+
+def test_cli_writes_srt_for_jfk(jfk, tmp_path):
+    out = tmp_path / "jfk.srt"
+    result = run_cli(jfk[0], "-o", out, "--devices", "cpu*2")
+    assert result.returncode == 0, result.stderr
+    raw = out.read_bytes()
+    assert not raw.startswith(b"\xef\xbb\xbf")
+    assert word_error_rate(jfk[1], " ".join(c.content for c in srt.parse(raw.decode("utf-8")))) <= 0.10
+    assert "model loaded" in result.stderr
+
+
+def test_cli_several_inputs_into_a_folder_in_vtt(jfk, composition, tmp_path):
+    result = run_cli(jfk[0], composition[0], "-o", tmp_path / "subs", "--format", "vtt", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "subs").iterdir()) == ["composition.vtt", "jfk.vtt"]
+    assert result.stderr == ""
+
+
+def make_bad_inputs(folder, ffmpeg):
+    empty = folder / "empty.wav"
+    empty.write_bytes(b"")
+    text = folder / "notes.mp3"
+    text.write_text("this is not audio\n")
+    full, truncated = folder / "full.mp3", folder / "truncated.mp3"
+    tone = speech.write_wav(folder / "tone.wav", np.tile(speech.tone(1.0), 20))
+    make_media(ffmpeg, "-i", str(tone), "-c:a", "libmp3lame", "-b:a", "64k", str(full))
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    video = folder / "silent-film.mp4"
+    make_media(ffmpeg, "-f", "lavfi", "-i", "testsrc=duration=1:size=64x64:rate=10", "-c:v", "mpeg4", "-an", str(video))
+    short = speech.write_wav(folder / "blip.wav", speech.tone(0.1))
+    return {
+        empty: "the file is empty",
+        text: "not a readable audio or video file",
+        truncated: "truncated or damaged",
+        video: "has no audio stream",
+        short: "only 0.10 s long",
+        folder / "missing.wav": "no such file",
+    }
+
+
+def test_cli_bad_inputs_exit_2_with_their_own_message(tmp_path, ffmpeg):
+    cases = make_bad_inputs(tmp_path, ffmpeg)
+    for path, message in cases.items():
+        result = run_cli(path, "-o", tmp_path / "out.srt", "--quiet")
+        assert result.returncode == 2, (path, result.stderr)
+        assert message in result.stderr and path.name in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_cli_bad_option_and_unknown_model_exit_2(jfk):
+    result = run_cli(jfk[0], "--model", "no-such-model", "--quiet")
+    assert result.returncode == 2 and "unknown model 'no-such-model'" in result.stderr
+    result = run_cli(jfk[0], "--devices", "gpu7", "--quiet")
+    assert result.returncode == 2 and "unknown device" in result.stderr
+    result = run_cli(jfk[0], "--task", "translate", "--quiet")
+    assert result.returncode == 2 and "cannot translate" in result.stderr
