@@ -396,6 +396,7 @@ class ParallelTranscriber:
         log.warning("[%s] worker process died; starting a new one", worker.device)
         self._stop_executor(worker.executor)
         worker.executor = self._new_executor(worker.device)
+        worker.executor.submit(_worker_info)  # start the process now, so that its model is warm
         worker.generation += 1
         worker.in_flight = 0
 

@@ -1,0 +1,18 @@
+"""A Whisper engine for fault tests: it kills its own worker process on a marked unit.
+
+It lives in its own module so that spawned worker processes can import it by name.
+"""
+
+import os
+import signal
+
+from transcriber import WhisperTranscriber
+
+POISON_INDEX = 666
+
+
+class CrashingTranscriber(WhisperTranscriber):
+    def transcribe(self, units, options):
+        if any(unit.index == POISON_INDEX for unit in units):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().transcribe(units, options)

@@ -1,0 +1,175 @@
+"""The worker pool with real worker processes on the CPU."""
+
+import os
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from audio import load_audio
+from engines import POISON_INDEX, CrashingTranscriber
+from parallel_transcriber import JobFailed, ParallelTranscriber, parse_devices
+from pipeline import transcribe_file
+from transcriber import TranscribeOptions
+from vad_splitter import WorkUnit, split_audio
+
+SMALL_BATCHES = TranscribeOptions(batch_size=1)
+
+
+def timed_words(transcript):
+    return [(w.start, w.end, w.text) for s in transcript.segments for w in s.words]
+
+
+def wait_for(condition, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def composition_units(composition):
+    return split_audio(load_audio(composition[0]))
+
+
+@pytest.fixture(scope="module")
+def one_worker(model_spec):
+    with ParallelTranscriber(model_spec, ["cpu"]) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def undisturbed(two_workers, composition):
+    return transcribe_file(composition[0], two_workers, SMALL_BATCHES)
+
+
+def test_parse_devices():
+    assert parse_devices("cpu*2") == ["cpu", "cpu"]
+    assert parse_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
+    assert parse_devices("cuda") == ["cuda:0"]
+    for bad in ("gpu", "cuda:x", "cpu*two", ""):
+        with pytest.raises(ValueError):
+            parse_devices(bad)
+
+
+def test_one_and_two_workers_give_the_same_words_and_times(one_worker, undisturbed, composition):
+    single = transcribe_file(composition[0], one_worker, SMALL_BATCHES)
+    assert undisturbed.workers == 2 and single.workers == 1
+    assert timed_words(single) == timed_words(undisturbed)
+    assert [c.text for c in single.cues] == [c.text for c in undisturbed.cues]
+
+
+def test_three_jobs_load_nothing_more(model_spec, jfk, caplog):
+    with ParallelTranscriber(model_spec, parse_devices("cpu*2")) as pool:
+        for _ in range(3):
+            assert transcribe_file(jfk[0], pool).cues
+        assert pool.model_loads == 2
+    loads = [r.getMessage() for r in caplog.records if "model loaded" in r.getMessage()]
+    assert len(loads) == 2 and all(line.startswith("[cpu] model loaded: tiny.en (") for line in loads)
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("job ")]
+    assert len(done) == 3 and all("x realtime) on 2 workers" in line for line in done)
+    assert any(r.getMessage().startswith("[cpu] unit 0 (") for r in caplog.records)
+    assert any(" done: 1 segments" in r.getMessage() for r in caplog.records)
+
+
+def test_single_device_mode_uses_one_worker_of_the_same_pool(two_workers, jfk):
+    loads = two_workers.model_loads
+    transcript = transcribe_file(jfk[0], two_workers, all_workers=False)
+    assert transcript.workers == 1 and two_workers.model_loads == loads
+
+
+def test_progress_is_reported_per_batch(two_workers, composition_units):
+    seen = []
+    job = two_workers.submit(composition_units, SMALL_BATCHES, on_progress=seen.append)
+    job.segments()
+    total = sum(unit.duration for unit in composition_units)
+    assert len(seen) == len(composition_units)
+    assert [round(p.done_s, 3) for p in seen] == sorted(round(p.done_s, 3) for p in seen)
+    assert seen[-1].done_s == pytest.approx(total) and seen[-1].total_s == pytest.approx(total)
+
+
+def test_a_killed_worker_is_replaced_and_the_job_still_finishes_identically(model_spec, composition, undisturbed):
+    with ParallelTranscriber(model_spec, ["cpu", "cpu"]) as pool:
+        victim = pool.worker_pids()[0]
+        killed = threading.Event()
+
+        def kill_once(progress):
+            if not killed.is_set():
+                killed.set()
+                os.kill(victim, 9)
+
+        transcript = transcribe_file(composition[0], pool, SMALL_BATCHES, on_progress=kill_once)
+        assert killed.is_set() and not alive(victim)
+        assert timed_words(transcript) == timed_words(undisturbed)
+        assert wait_for(lambda: pool.model_loads == 3)  # the replacement loaded once; nothing else did
+
+
+def test_a_unit_that_always_kills_its_worker_fails_its_job_and_the_next_job_works(model_spec, composition_units, jfk):
+    spec = replace(model_spec, engine=CrashingTranscriber)
+    with ParallelTranscriber(spec, ["cpu", "cpu"]) as pool:
+        poison = WorkUnit(POISON_INDEX, [(60.0, 62.0)], composition_units[0].audio[:32000])
+        job = pool.submit(composition_units[:2] + [poison], SMALL_BATCHES)
+        with pytest.raises(JobFailed, match=r"died 3 times on the speech at 1:00.0 \(2.0 s\)"):
+            job.segments()
+        assert transcribe_file(jfk[0], pool).cues
+        assert wait_for(lambda: pool.model_loads == 2 + 3)  # one load for each replacement
+
+
+def test_an_error_inside_a_unit_fails_the_job_but_keeps_the_worker(two_workers, jfk):
+    loads = two_workers.model_loads
+    broken = WorkUnit(0, [(0.0, 1.0)], "not audio")
+    with pytest.raises(JobFailed, match="failed in unit 0"):
+        two_workers.submit([broken], TranscribeOptions()).segments()
+    assert transcribe_file(jfk[0], two_workers).cues
+    assert two_workers.model_loads == loads
+
+
+def test_two_jobs_at_once_share_the_workers(two_workers, composition_units):
+    started: dict[str, float] = {}
+    finished: dict[str, float] = {}
+
+    def run(name):
+        def first_progress(progress):
+            started.setdefault(name, time.monotonic())
+
+        two_workers.submit(composition_units, SMALL_BATCHES, on_progress=first_progress).segments()
+        finished[name] = time.monotonic()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert set(finished) == {"a", "b"}
+    assert started["b"] < finished["a"] and started["a"] < finished["b"]
+
+
+def test_cancel_drops_pending_units_and_keeps_workers(two_workers, composition_units, jfk):
+    from parallel_transcriber import JobCancelled
+
+    loads = two_workers.model_loads
+    job = two_workers.submit(composition_units * 4, SMALL_BATCHES)
+    two_workers.cancel(job)
+    with pytest.raises(JobCancelled):
+        job.segments()
+    begun = time.monotonic()
+    assert transcribe_file(jfk[0], two_workers).cues
+    assert time.monotonic() - begun < 30
+    assert two_workers.model_loads == loads
+
+
+def test_shutdown_leaves_no_worker_processes(model_spec):
+    pool = ParallelTranscriber(model_spec, ["cpu", "cpu"])
+    pids = pool.worker_pids()
+    assert len(pids) == 2 and all(alive(pid) for pid in pids)
+    pool.shutdown()
+    assert not any(alive(pid) for pid in pids)
