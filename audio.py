@@ -50,6 +50,17 @@ def load_audio(path: str | Path) -> np.ndarray:
     return samples
 
 
+def has_picture(path: str | Path) -> bool:
+    """Whether the file has a moving picture to show subtitles on (cover art does not count)."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return any(
+                not stream.disposition & av.stream.Disposition.attached_pic for stream in container.streams.video
+            )
+    except av.FFmpegError:
+        return False
+
+
 def _declared_duration(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)

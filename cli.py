@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--initial-prompt")
     parser.add_argument("--hotwords")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-line-chars", type=int, help="characters per subtitle line (default 42, 16 for CJK)")
     parser.add_argument("--download-only", action="store_true", help="fetch the model into the cache and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
     return parser
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"the model {spec.name} cannot translate; choose a multilingual model such as large-v3")
         for source, (target, fmt) in zip(inputs, targets):
             try:
-                transcript = _transcribe_with_bar(source, pool, options, args.quiet)
+                transcript = _transcribe_with_bar(source, pool, options, args.max_line_chars, args.quiet)
             except (AudioError, JobFailed) as error:
                 print(f"error: {error}", file=sys.stderr)
                 failures += 1
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     return USER_ERROR if failures else 0
 
 
-def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: TranscribeOptions, quiet: bool):
+def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: TranscribeOptions,
+                         max_line_chars: int | None, quiet: bool):
     bar = tqdm(total=0, unit="s", desc=source.name, disable=quiet, file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech")
     # Log lines are printed above the bar instead of through it.
@@ -101,7 +103,7 @@ def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: Trans
             bar.n = round(progress.done_s, 1)
             bar.refresh()
 
-        return transcribe_file(source, pool, options, on_progress=show)
+        return transcribe_file(source, pool, options, max_line_chars=max_line_chars, on_progress=show)
 
 
 def main(argv: list[str] | None = None) -> int:

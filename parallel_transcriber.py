@@ -83,6 +83,7 @@ def _load_model(spec: ModelSpec, device: str, cpu_threads: int, events) -> None:
     """Executor initializer: pin the device and load the model, once per worker process."""
     global _transcriber, _device, _events, _load_error
     _device, _events = device, events
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     local_device = "cpu"
     if device.startswith("cuda:"):
         # The worker sees only its own GPU, which it then calls cuda:0.
@@ -95,6 +96,14 @@ def _load_model(spec: ModelSpec, device: str, cpu_threads: int, events) -> None:
         _load_error = f"{type(error).__name__}: {error}"
         return
     events.put(("loaded", device, spec.name, time.perf_counter() - started))
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker if the server dies without shutting it down (SIGKILL, a crash), so that no
+    orphan keeps a GPU's memory."""
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _worker_info() -> tuple[int, str | None, bool]:

@@ -6,7 +6,7 @@ The command line and the web app are thin shells over `transcribe_file`.
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +50,7 @@ def transcribe_file(
     pool: ParallelTranscriber,
     options: TranscribeOptions = TranscribeOptions(),
     vad_options: VadOptions = VadOptions(),
-    cue_options: CueOptions | None = None,
+    max_line_chars: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     all_workers: bool = True,
     cancel: threading.Event | None = None,
@@ -76,7 +76,10 @@ def transcribe_file(
 
     started = time.perf_counter()
     language = job.language or "en"
-    cues = build_cues(segments, cue_options or cue_options_for(language))
+    cue_options = cue_options_for(language)
+    if max_line_chars:
+        cue_options = replace(cue_options, max_line_chars=max_line_chars)
+    cues = build_cues(segments, cue_options)
     stages["cues"] = time.perf_counter() - started
 
     transcript = Transcript(
