@@ -123,7 +123,8 @@ class SubtitleApp:
         )
         try:
             transcript = transcribe_file(
-                source, pool, options, VadOptions(threshold=vad_threshold), int(line_chars), show, multi_gpu, cancel,
+                source, pool, options, VadOptions(threshold=vad_threshold), max_line_chars=int(line_chars),
+                on_progress=show, all_workers=multi_gpu, cancel=cancel,
             )
         except AudioError as error:
             raise gr.Error(f"This file cannot be transcribed: {error.args[0].split(': ', 1)[-1]}") from None

@@ -19,7 +19,6 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from transcriber import ModelError, Segment, TranscribeOptions, WhisperTranscriber, cpu_threads_per_worker, has_gpu
 from vad_splitter import WorkUnit, longest_first
@@ -163,7 +162,7 @@ class Job:
     units: list[WorkUnit]
     options: TranscribeOptions
     worker_indexes: list[int]  # the workers this job may use
-    on_progress: Callable[[Progress], None] | None = None
+    progress: Progress | None = None  # replaced (never changed in place) after each batch
     pending: deque = field(default_factory=deque)
     results: dict[int, list[Segment]] = field(default_factory=dict)
     tries: dict[int, int] = field(default_factory=dict)
@@ -225,7 +224,6 @@ class ParallelTranscriber:
         self,
         units: list[WorkUnit],
         options: TranscribeOptions,
-        on_progress: Callable[[Progress], None] | None = None,
         all_workers: bool = True,
     ) -> Job:
         """Queue a job; `all_workers=False` keeps it on one worker (single-device mode)."""
@@ -235,7 +233,7 @@ class ParallelTranscriber:
             worker_indexes = [self._least_loaded_worker()]
         if not self.multilingual:
             options = replace(options, language="en")
-        job = Job(next(self._job_ids), units, options, worker_indexes, on_progress)
+        job = Job(next(self._job_ids), units, options, worker_indexes)
         job.pending.extend(longest_first(units))
         self._inbox.put(("submit", job))
         return job
@@ -392,10 +390,9 @@ class ParallelTranscriber:
             return
         for unit, segments in zip(units, result):
             job.results[unit.index] = segments
-        if job.on_progress is not None:
-            done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
-            busy = [device for device, count in job.busy.items() if count > 0]
-            job.on_progress(Progress(done_s, sum(unit.duration for unit in job.units), busy))
+        done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
+        busy = [device for device, count in job.busy.items() if count > 0]
+        job.progress = Progress(done_s, sum(unit.duration for unit in job.units), busy)
         if len(job.results) == len(job.units):
             self._finish(job)
 

@@ -67,11 +67,18 @@ def transcribe_file(
     stages["vad"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    job = pool.submit(units, options, on_progress, all_workers)
+    job = pool.submit(units, options, all_workers)
+    # Progress is reported from this thread, the caller's, which may be a web request's.
+    reported = None
     while not job.wait(timeout=0.2):
         if cancel is not None and cancel.is_set():
             pool.cancel(job)
+        if on_progress is not None and job.progress is not reported:
+            reported = job.progress
+            on_progress(reported)
     segments = job.segments()
+    if on_progress is not None and job.progress is not reported:
+        on_progress(job.progress)
     stages["transcribe"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -1,0 +1,177 @@
+"""The real web app, served by `python app.py`, driven by headless Chromium through Playwright."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import srt
+from gradio_client import Client, handle_file
+from playwright.sync_api import expect, sync_playwright
+
+from helpers import ROOT, word_error_rate
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(server_pid), "-f", "multiprocessing.spawn"],
+                           capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    results = tmp_path_factory.mktemp("results")
+    env = dict(os.environ, WHISPER_DEVICES="cpu*2", WHISPER_RESULTS_DIR=str(results), WHISPER_BATCH_SIZE="2",
+               GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")))
+    log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            health = get_json(url + "/health")
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert process.poll() is None, "the server stopped while starting"
+            time.sleep(0.5)
+    else:
+        pytest.fail("the server did not answer /health in time")
+    assert health == {"status": "ok", "models": {"tiny.en (bundled)": 2}}
+    pids = worker_pids(process.pid)
+    assert len(pids) == 2
+    yield url
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 143
+    log.seek(0)
+    print(log.read())  # shown by pytest when a test of this module failed
+    assert all(not Path(f"/proc/{pid}").exists() for pid in pids), "worker processes outlived the server"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(server)
+    page.wait_for_selector("#run")
+    yield page
+    context.close()
+
+
+def upload_and_run(page, path: Path) -> None:
+    if page.locator("#summary").inner_text().strip():  # a finished run: start again as a person would
+        page.reload()
+        page.wait_for_selector("#run")
+    page.set_input_files("#upload input[type=file]", str(path))
+    expect(page.locator("#upload")).to_contain_text(path.name)
+    page.click("#run")
+
+
+def wait_for_summary(page, timeout_s: float = 120):
+    expect(page.locator("#summary")).to_contain_text("realtime", timeout=timeout_s * 1000)
+
+
+@pytest.fixture(scope="module")
+def long_recording(composition, tmp_path_factory) -> Path:
+    """About 9 minutes: the test composition five times over."""
+    samples, rate = soundfile.read(composition[0], dtype="float32")
+    path = tmp_path_factory.mktemp("long") / "long-talk.wav"
+    soundfile.write(path, np.tile(samples, 5), rate, subtype="PCM_16")
+    return path
+
+
+def test_upload_multi_gpu_transcribe_and_download(page, server, jfk):
+    checkbox = page.locator("#multi-gpu input[type=checkbox]")
+    expect(page.locator("#multi-gpu")).to_contain_text("Multi-GPU (2 workers)")
+    if not checkbox.is_checked():
+        checkbox.check()
+    upload_and_run(page, jfk[0])
+    wait_for_summary(page)
+    expect(page.locator("#summary")).to_contain_text("on 2 worker(s)")
+    shown = page.input_value("#text textarea")
+    assert word_error_rate(jfk[1], shown) <= 0.10, shown
+    with page.expect_download() as download:
+        page.click("#download-srt")
+    assert download.value.suggested_filename == "jfk.srt"
+    cues = list(srt.parse(Path(download.value.path()).read_text(encoding="utf-8")))
+    assert word_error_rate(jfk[1], " ".join(cue.content for cue in cues)) <= 0.10
+    assert cues[-1].end.total_seconds() <= 11.1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-after-transcription.png"), full_page=True)
+
+
+def test_bad_file_shows_an_error_and_the_next_file_works(page, jfk, tmp_path):
+    fake = tmp_path / "song.mp3"
+    fake.write_text("this is not audio\n")
+    upload_and_run(page, fake)
+    expect(page.get_by_text("not a readable audio or video file").first).to_be_visible(timeout=30_000)
+    upload_and_run(page, jfk[0])
+    wait_for_summary(page)
+
+
+def test_cancel_stops_the_job_and_the_next_runs_at_once(page, server, long_recording, jfk):
+    upload_and_run(page, long_recording)
+    expect(page.get_by_text("Transcribing on").first).to_be_visible(timeout=60_000)
+    page.click("#cancel")
+    expect(page.locator("#summary")).to_contain_text("Cancelled", timeout=10_000)
+    started = time.monotonic()
+    upload_and_run(page, jfk[0])
+    wait_for_summary(page, timeout_s=60)
+    # The long file's remaining ~8 minutes of speech were dropped, not worked through first.
+    assert time.monotonic() - started < 30
+    assert "11.0 s" in page.inner_text("#summary")
+
+
+def test_three_uploads_load_no_more_models(page, server, jfk):
+    for _ in range(3):
+        upload_and_run(page, jfk[0])
+        wait_for_summary(page)
+    assert get_json(server + "/health")["models"] == {"tiny.en (bundled)": 2}
+
+
+def test_gradio_client_round_trip_and_no_direct_post(server, jfk, tmp_path):
+    client = Client(server + "/", verbose=False, download_files=str(tmp_path))
+    result = client.predict(upload=handle_file(str(jfk[0])), recording=None, formats=["srt", "vtt"],
+                            api_name="/transcribe")
+    summary, text, *_players, srt_button, vtt_button, _ass, _txt, _json = result
+    assert "realtime" in summary and word_error_rate(jfk[1], text) <= 0.10
+    assert Path(srt_button["value"]).name == "jfk.srt" and Path(vtt_button["value"]).name == "jfk.vtt"
+    request = urllib.request.Request(server + "/gradio_api/run/transcribe", data=b'{"data": []}',
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code in (403, 404, 405)
