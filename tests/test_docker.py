@@ -1,0 +1,87 @@
+"""The Docker files, checked without a Docker engine: compose settings, volumes, health, env names."""
+
+import re
+
+import pytest
+import yaml
+from starlette.testclient import TestClient
+
+import app as web
+from helpers import ROOT
+from parallel_transcriber import ParallelTranscriber
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def dockerfile_env() -> dict[str, str]:
+    return dict(re.findall(r"\b([A-Z_]+)=(\S+)", " ".join(re.findall(r"^ENV (.*?)(?=^\S)", DOCKERFILE, re.S | re.M))))
+
+
+def test_gpu_service_reserves_every_nvidia_gpu():
+    devices = COMPOSE["services"]["app"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "${WHISPER_GPU_COUNT:-all}", "capabilities": ["gpu"]}]
+    assert "deploy" not in COMPOSE["services"]["app-cpu"] and COMPOSE["services"]["app-cpu"]["profiles"] == ["cpu"]
+
+
+def test_volumes_hold_the_model_cache_and_results():
+    env = dockerfile_env()
+    for service in COMPOSE["services"].values():
+        assert set(service["volumes"]) == {f"models:{env['HF_HOME']}", f"results:{env['WHISPER_RESULTS_DIR']}"}
+        assert service["shm_size"] and service["restart"] == "unless-stopped"
+        assert service["ports"] == ["${WHISPER_PORT:-7860}:7860"]
+    assert set(COMPOSE["volumes"]) == {"models", "results"}
+
+
+def test_health_checks_point_at_a_route_that_answers(model_spec, tmp_path):
+    assert COMPOSE["services"]["app"]["healthcheck"]["test"] == ["CMD", "curl", "-fsS", "http://127.0.0.1:7860/health"]
+    assert 'CMD ["curl", "-fsS", "http://127.0.0.1:7860/health"]' in DOCKERFILE
+    settings = web.parse_settings(["--devices", "cpu", "--results-dir", str(tmp_path)])
+    with ParallelTranscriber(model_spec, ["cpu"]) as pool:
+        client = TestClient(web.create_app({"tiny.en": pool}, settings))
+        response = client.get("/health")
+    assert response.status_code == 200 and response.json() == {"status": "ok", "models": {"tiny.en": 1}}
+
+
+SETTING_OF = {
+    "WHISPER_MODEL": ("models", "large-v3", ["large-v3"]),
+    "WHISPER_DEVICES": ("devices", "cuda:0,cuda:1", "cuda:0,cuda:1"),
+    "WHISPER_COMPUTE_TYPE": ("compute_type", "int8_float16", "int8_float16"),
+    "WHISPER_BATCH_SIZE": ("batch_size", "24", 24),
+    "WHISPER_MAX_FILE_SIZE": ("max_file_size", "500mb", "500mb"),
+    "WHISPER_USERNAME": ("username", "ada", "ada"),
+    "WHISPER_PASSWORD": ("password", "secret", "secret"),
+    "WHISPER_KEEP_HOURS": ("keep_hours", "6", 6.0),
+    "WHISPER_RESULTS_DIR": ("results_dir", "/data/results", None),
+    "WHISPER_HOST": ("host", "0.0.0.0", "0.0.0.0"),
+    "WHISPER_PORT": ("port", "7860", 7860),
+}
+
+
+@pytest.mark.parametrize("service", ["app", "app-cpu"])
+def test_every_environment_name_is_read_by_the_app(service, monkeypatch):
+    names = set(COMPOSE["services"][service]["environment"]) | {n for n in dockerfile_env() if n.startswith("WHISPER_")}
+    assert names <= set(SETTING_OF), names - set(SETTING_OF)
+    for name in names:
+        monkeypatch.setenv(name, SETTING_OF[name][1])
+    settings = web.parse_settings([])
+    for name in names:
+        field, value, expected = SETTING_OF[name]
+        setting = getattr(settings, field)
+        assert setting == (expected if expected is not None else setting.__class__(value)), name
+
+
+def test_image_and_ci_install_the_same_pinned_requirements():
+    assert "COPY requirements.txt ." in DOCKERFILE and "pip install -r requirements.txt" in DOCKERFILE
+    assert (ROOT / "requirements-dev.txt").read_text().splitlines()[1] == "-r requirements.txt"
+    assert "-r requirements-dev.txt" in (ROOT / ".ci" / "run").read_text()
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][\w.]*", line), line
+    torch_pin = next(l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.startswith("torch=="))
+    assert f"{torch_pin} \\" in DOCKERFILE  # the CPU build of the very same version
+
+
+def test_build_context_leaves_out_tests_caches_and_history():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", "tests", "**/__pycache__", ".pytest_cache", "test-artifacts"} <= set(ignored)
