@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from audio import AudioError, has_picture
+from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from parallel_transcriber import JobCancelled, JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
 from pipeline import Transcript, transcribe_file
 from subtitles import CueOptions
@@ -101,7 +102,7 @@ class SubtitleApp:
 
     def transcribe(
         self, upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
-        initial_prompt, hotwords, line_chars, request: gr.Request, progress=gr.Progress(),
+        initial_prompt, hotwords, line_chars, chinese_script, request: gr.Request, progress=gr.Progress(),
     ):
         source = upload or recording
         if not source:
@@ -124,7 +125,7 @@ class SubtitleApp:
         try:
             transcript = transcribe_file(
                 source, pool, options, VadOptions(threshold=vad_threshold), max_line_chars=int(line_chars),
-                on_progress=show, all_workers=multi_gpu, cancel=cancel,
+                chinese_script=chinese_script, on_progress=show, all_workers=multi_gpu, cancel=cancel,
             )
         except AudioError as error:
             raise gr.Error(f"This file cannot be transcribed: {error.args[0].split(': ', 1)[-1]}") from None
@@ -216,6 +217,8 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                     initial_prompt = gr.Textbox(value="", label="Initial prompt")
                     hotwords = gr.Textbox(value="", label="Hotwords")
                     line_chars = gr.Slider(16, 60, value=CueOptions().max_line_chars, step=1, label="Characters per line")
+                    chinese_script = gr.Dropdown(list(CHINESE_SCRIPTS), value=DEFAULT_CHINESE_SCRIPT,
+                                                 label="Chinese script")
                 with gr.Row():
                     run = gr.Button("Transcribe", variant="primary", elem_id="run")
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -227,7 +230,7 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                 downloads = [gr.DownloadButton(visible=False, elem_id=f"download-{fmt}") for fmt in FORMATS]
 
         inputs = [upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
-                  initial_prompt, hotwords, line_chars]
+                  initial_prompt, hotwords, line_chars, chinese_script]
         running = run.click(handlers.transcribe, inputs, [summary, text, video, audio, *downloads],
                             api_name="transcribe", concurrency_id="transcribe")
         stop.click(handlers.cancel, None, summary, cancels=[running], api_name=False)

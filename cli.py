@@ -13,6 +13,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from audio import AudioError
+from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from parallel_transcriber import JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
 from pipeline import transcribe_file
 from transcriber import ModelError, TranscribeOptions, can_translate, model_label, resolve_model
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hotwords")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-line-chars", type=int, help="characters per subtitle line (default 42, 16 for CJK)")
+    parser.add_argument("--chinese-script", choices=list(CHINESE_SCRIPTS), default=DEFAULT_CHINESE_SCRIPT,
+                        help="script for Chinese subtitles")
     parser.add_argument("--download-only", action="store_true", help="fetch the model into the cache and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
     return parser
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"the model {spec.name} cannot translate; choose a multilingual model such as large-v3")
         for source, (target, fmt) in zip(inputs, targets):
             try:
-                transcript = _transcribe_with_bar(source, pool, options, args.max_line_chars, args.quiet)
+                transcript = _transcribe_with_bar(source, pool, options, args)
             except (AudioError, JobFailed) as error:
                 print(f"error: {error}", file=sys.stderr)
                 failures += 1
@@ -92,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: TranscribeOptions,
-                         max_line_chars: int | None, quiet: bool):
-    bar = tqdm(total=0, unit="s", desc=source.name, disable=quiet, file=sys.stderr,
+                         args: argparse.Namespace):
+    bar = tqdm(total=0, unit="s", desc=source.name, disable=args.quiet, file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech")
     # Log lines are printed above the bar instead of through it.
     with bar, logging_redirect_tqdm(loggers=[logging.getLogger("whisper_for_subs")]):
@@ -103,7 +106,8 @@ def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: Trans
             bar.n = round(progress.done_s, 1)
             bar.refresh()
 
-        return transcribe_file(source, pool, options, max_line_chars=max_line_chars, on_progress=show)
+        return transcribe_file(source, pool, options, max_line_chars=args.max_line_chars,
+                               chinese_script=args.chinese_script, on_progress=show)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -325,16 +325,22 @@ class ParallelTranscriber:
                 for job in list(self._jobs):
                     self._finish(job, JobFailed("the server is shutting down"))
                 return
-            if kind == "submit":
-                self._jobs.append(payload)
-                if not payload.units:
-                    self._finish(payload)
-            elif kind == "cancel":
-                if not payload.finished.is_set():
-                    self._finish(payload, JobCancelled(f"job {payload.id} was cancelled"))
-            elif kind == "result":
-                self._take_result(*payload)
-            self._hand_out_work()
+            try:
+                self._handle(kind, payload)
+            except Exception:  # a bug here must not stop every later job: log it and serve on
+                log.exception("dispatcher error while handling %s", kind)
+
+    def _handle(self, kind: str, payload) -> None:
+        if kind == "submit":
+            self._jobs.append(payload)
+            if not payload.units:
+                self._finish(payload)
+        elif kind == "cancel":
+            if not payload.finished.is_set():
+                self._finish(payload, JobCancelled(f"job {payload.id} was cancelled"))
+        elif kind == "result":
+            self._take_result(*payload)
+        self._hand_out_work()
 
     def _hand_out_work(self) -> None:
         # Take turns: each time a job is given a batch, it goes to the back of the line.
@@ -358,29 +364,42 @@ class ParallelTranscriber:
             # Detect the language once, from the file's first speech, and use it for every unit.
             job.detecting = True
             units = [min(job.units, key=lambda unit: unit.index)]
-            future = worker.executor.submit(_detect_language, units[0])
+            future = self._submit(worker, _detect_language, units[0])
         else:
             # Enough units to fill a batch, but never so many that another worker goes without.
             share = math.ceil(len(job.pending) / len(job.worker_indexes))
             units = [job.pending.popleft() for _ in range(min(job.options.batch_size, share))]
-            future = worker.executor.submit(_transcribe_units, units, job.options)
+            future = self._submit(worker, _transcribe_units, units, job.options)
         worker.in_flight += 1
         job.busy[worker.device] = job.busy.get(worker.device, 0) + 1
         generation = worker.generation
         future.add_done_callback(lambda done: self._inbox.put(("result", (worker, generation, job, units, done))))
 
+    @staticmethod
+    def _submit(worker: _Worker, function, *args) -> Future:
+        try:
+            return worker.executor.submit(function, *args)
+        except BrokenProcessPool as error:
+            # The process died after its last result came in; the crash message is on its way.
+            # Failing this batch the same way lets one path replace the worker and retry the units.
+            failed: Future = Future()
+            failed.set_exception(error)
+            return failed
+
     def _take_result(self, worker: _Worker, generation: int, job: Job, units: list[WorkUnit], future: Future) -> None:
         if generation == worker.generation:
             worker.in_flight -= 1
         job.busy[worker.device] -= 1
+        crashed = future.cancelled() or isinstance(future.exception(), BrokenProcessPool)
+        if crashed:
+            self._replace_dead_worker(worker, generation)
         if job.finished.is_set():
             return  # cancelled or failed meanwhile: the work is dropped
-        try:
-            result = future.result()
-        except BrokenProcessPool:
-            self._replace_dead_worker(worker, generation)
+        if crashed:
             self._retry_after_crash(job, units)
             return
+        try:
+            result = future.result()
         except Exception as error:
             self._finish(job, JobFailed(f"job {job.id} failed in unit {units[0].index}: {type(error).__name__}: {error}"))
             return

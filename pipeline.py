@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from audio import SAMPLE_RATE, load_audio
+from cleanup import DEFAULT_CHINESE_SCRIPT, Dropped, clean_segments, convert_chinese_script
 from parallel_transcriber import ParallelTranscriber, Progress
 from subtitles import BROADCAST, CHINESE_JAPANESE, Cue, CueOptions, build_cues
 from transcriber import Segment, TranscribeOptions
@@ -29,6 +30,7 @@ class Transcript:
     language: str
     segments: list[Segment]
     cues: list[Cue]
+    dropped: list[Dropped]  # text Whisper wrote that is not shown, with the reason
     stage_seconds: dict[str, float]  # decode, vad, transcribe, cues
     workers: int
 
@@ -51,6 +53,7 @@ def transcribe_file(
     options: TranscribeOptions = TranscribeOptions(),
     vad_options: VadOptions = VadOptions(),
     max_line_chars: int | None = None,
+    chinese_script: str = DEFAULT_CHINESE_SCRIPT,
     on_progress: Callable[[Progress], None] | None = None,
     all_workers: bool = True,
     cancel: threading.Event | None = None,
@@ -83,6 +86,11 @@ def transcribe_file(
 
     started = time.perf_counter()
     language = job.language or "en"
+    segments, dropped = clean_segments(segments)
+    for item in dropped:
+        log.info("job %d: dropped %.1f-%.1f s %r: %s", job.id, item.start, item.end, item.text, item.reason)
+    if language == "zh":
+        segments = convert_chinese_script(segments, chinese_script)
     cue_options = cue_options_for(language)
     if max_line_chars:
         cue_options = replace(cue_options, max_line_chars=max_line_chars)
@@ -96,6 +104,7 @@ def transcribe_file(
         language=language,
         segments=segments,
         cues=cues,
+        dropped=dropped,
         stage_seconds=stages,
         workers=len(job.worker_indexes),
     )

@@ -4,6 +4,7 @@ The rules follow common broadcast practice: short balanced lines, cues that stay
 but never linger over silence, a gap between cues, and a new cue at each sentence end.
 """
 
+import unicodedata
 from dataclasses import dataclass
 
 from transcriber import Segment, Word
@@ -22,8 +23,9 @@ class CueOptions:
     max_duration: float = 7.0
     min_gap: float = 0.08  # between one cue's end and the next one's start
     max_linger: float = 0.5  # how long a cue may stay after its last word is spoken
+    max_lead_in: float = 0.5  # how early a short cue may appear before its first word
     max_chars_per_second: float = 20.0
-    join_without_spaces: bool = False  # Chinese and Japanese
+    join_without_spaces: bool = False  # Chinese and Japanese: no spaces, widths in full-width characters
 
 
 BROADCAST = CueOptions()
@@ -67,11 +69,18 @@ def _starts_new_cue(current: list[Word], word: Word, options: CueOptions) -> boo
     )
 
 
+def width(text: str, options: CueOptions) -> float:
+    """A line's width in characters; for Chinese and Japanese, a half-width character counts half."""
+    if not options.join_without_spaces:
+        return len(text)
+    return sum(1.0 if unicodedata.east_asian_width(char) in "WF" else 0.5 for char in text)
+
+
 def _fits(words: list[Word], options: CueOptions) -> bool:
     lines = wrap_lines(words, options)
     return (
         len(lines) <= options.max_lines
-        and all(len(line) <= options.max_line_chars for line in lines)
+        and all(width(line, options) <= options.max_line_chars for line in lines)
         and words[-1].end - words[0].start <= options.max_duration
     )
 
@@ -107,27 +116,31 @@ def wrap_lines(words: list[Word], options: CueOptions) -> list[str]:
     The result may still be too long; `_fits` is what rejects it.
     """
     text = join_words(words, options)
-    if len(text) <= options.max_line_chars or len(words) == 1:
+    if width(text, options) <= options.max_line_chars or len(words) == 1:
         return [text]
     splits = [(join_words(words[:i], options), join_words(words[i:], options)) for i in range(1, len(words))]
-    head, tail = min(splits, key=lambda lines: max(len(lines[0]), len(lines[1])))
+    head, tail = min(splits, key=lambda lines: max(width(lines[0], options), width(lines[1], options)))
     return [head, tail]
 
 
 def _fix_timing(cues: list[Cue], options: CueOptions) -> None:
-    """Lengthen short or fast cues into the silence after them, and keep gaps between cues."""
+    """Give short or fast cues more time from the silence around them, and keep gaps between cues."""
     for index, cue in enumerate(cues):
+        previous_end = cues[index - 1].end if index else 0.0
         next_start = cues[index + 1].start if index + 1 < len(cues) else float("inf")
-        latest_end = min(next_start - options.min_gap, cue.words[-1].end + options.max_linger)
-        characters = sum(len(line) for line in cue.lines)
+        characters = sum(width(line, options) for line in cue.lines)
         wanted = max(options.min_duration, characters / options.max_chars_per_second)
-        if cue.end - cue.start < wanted:
-            cue.end = max(cue.end, min(cue.start + wanted, latest_end))
+        # First borrow silence after the cue, then, if that is not enough, before it; the gap to
+        # the next cue wins over the last word's final milliseconds.
+        latest_end = min(next_start - options.min_gap, cue.words[-1].end + options.max_linger)
+        cue.end = min(max(cue.end, cue.start + wanted), latest_end)
+        earliest_start = max(previous_end + options.min_gap, cue.words[0].start - options.max_lead_in, 0.0)
+        cue.start = min(cue.start, max(cue.end - wanted, earliest_start))
         cue.end = min(cue.end, cue.start + options.max_duration)
-        if cue.end > next_start - options.min_gap:
-            # Words overlap the next cue's words (Whisper's timings can): keep the gap all the same.
-            cue.end = max(cue.start + 0.01, next_start - options.min_gap)
+        if cue.end < cue.start + 0.01:
+            # The next cue's words overlap this one's (Whisper's timings can): push it later.
+            cue.end = cue.start + 0.01
             following = cues[index + 1]
-            following.start = max(following.start, cue.end + options.min_gap)
+            following.start = cue.end + options.min_gap
             following.end = max(following.end, following.start + 0.01)
         cue.start, cue.end = round(cue.start, 3), round(cue.end, 3)

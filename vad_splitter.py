@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from silero_vad import get_speech_timestamps_from_probs, load_silero_vad
 
 from audio import SAMPLE_RATE
 
@@ -66,6 +65,10 @@ class WorkUnit:
 
 @functools.cache
 def _silero_model():
+    # Imported here, not at the top: the silero_vad package imports torch, which worker processes
+    # (they only need WorkUnit) should not pay for in start time and memory.
+    from silero_vad import load_silero_vad
+
     # The "sequence" export runs hundreds of frames per ONNX call with the same result as the
     # frame-by-frame model, several times faster.
     return load_silero_vad(sequence=True)
@@ -94,6 +97,8 @@ def find_speech(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[t
     Silero's own state machine turns probabilities into spans; a span that would outgrow a unit is
     split at its longest internal pause, and cut hard only where there is no pause at all.
     """
+    from silero_vad import get_speech_timestamps_from_probs
+
     probabilities = speech_probabilities(audio)
     spans = get_speech_timestamps_from_probs(
         probabilities.tolist(),

@@ -24,6 +24,7 @@ def render(transcript: Transcript, fmt: str) -> str:
             "duration": round(transcript.duration, 3),
             "segments": [asdict(segment) for segment in transcript.segments],
             "cues": [{"start": cue.start, "end": cue.end, "text": cue.text} for cue in transcript.cues],
+            "dropped": [asdict(item) for item in transcript.dropped],
         }
         return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -100,3 +100,16 @@ def standard_composition() -> tuple[np.ndarray, list[Placed]]:
 def write_wav(path: Path, samples: np.ndarray) -> Path:
     soundfile.write(path, samples, SAMPLE_RATE, subtype="PCM_16")
     return path
+
+
+def music(seconds: float, seed: int = 7) -> np.ndarray:
+    """Music-like sound: a melody of quarter-second notes, each with a few harmonics and a decay."""
+    random = np.random.default_rng(seed)
+    note_samples = SAMPLE_RATE // 4
+    times = np.arange(note_samples) / SAMPLE_RATE
+    notes = []
+    for _ in range(int(seconds * 4)):
+        frequency = 220.0 * 2 ** (random.integers(0, 24) / 12)
+        note = sum(np.sin(2 * np.pi * frequency * k * times) / k for k in (1, 2, 3))
+        notes.append(0.2 * note * np.exp(-4 * times))
+    return np.concatenate(notes).astype(np.float32)

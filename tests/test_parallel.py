@@ -21,7 +21,7 @@ def timed_words(transcript):
     return [(w.start, w.end, w.text) for s in transcript.segments for w in s.words]
 
 
-def wait_for(condition, seconds: float = 20) -> bool:
+def wait_for(condition, seconds: float = 60) -> bool:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -165,3 +165,18 @@ def test_cli_bad_option_and_unknown_model_exit_2(jfk):
     assert result.returncode == 2 and "unknown device" in result.stderr
     result = run_cli(jfk[0], "--task", "translate", "--quiet")
     assert result.returncode == 2 and "cannot translate" in result.stderr
+
+
+def test_music_between_sentences_gives_no_cue_and_cues_start_at_sentences(two_workers, tmp_path):
+    audio, placed = speech.compose([
+        speech.silence(1.0), speech.SENTENCES[0], speech.silence(0.5), speech.music(8.0), speech.silence(0.5),
+        speech.SENTENCES[1], speech.silence(0.8), speech.SENTENCES[2], speech.silence(1.0),
+    ])
+    transcript = transcribe_file(speech.write_wav(tmp_path / "music.wav", audio), two_workers)
+    first, second, third = placed
+    for cue in transcript.cues:
+        assert cue.end <= first.end + 0.5 or cue.start >= second.start - 0.5, cue  # nothing over the music
+    starts = [cue.start for cue in transcript.cues]
+    for sentence in placed:  # a cue begins where each sentence begins
+        assert any(abs(start - sentence.start) <= 0.5 for start in starts), (sentence, starts)
+    assert word_error_rate(" ".join(s.text for s in placed), " ".join(c.text for c in transcript.cues)) <= 0.15

@@ -1,0 +1,180 @@
+"""Cue rules, invented-text cleanup and Chinese script conversion, on hand-made word timings."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cleanup import clean_segments, collapse_loops, convert_chinese_script
+from subtitles import BROADCAST, CHINESE_JAPANESE, build_cues, width
+from transcriber import Segment, Word
+
+
+def timed(text: str, start: float = 0.0, word_s: float = 0.3, pause_s: float = 0.0, chinese: bool = False) -> list[Word]:
+    """Words of `text` spoken one after another, each `word_s` long, `pause_s` apart."""
+    pieces = list(text) if chinese else [" " + piece for piece in text.split()]
+    words, time = [], start
+    for piece in pieces:
+        words.append(Word(round(time, 3), round(time + word_s, 3), piece, 0.9))
+        time += word_s + pause_s
+    return words
+
+
+def segment(words: list[Word], **scores) -> Segment:
+    return Segment(words[0].start, words[-1].end, "".join(w.text for w in words).strip(), words, **scores)
+
+
+def cue_words(cues):
+    return [word for cue in cues for word in cue.words]
+
+
+def test_long_sentence_makes_balanced_lines_of_at_most_42_characters():
+    words = timed("When the sun goes down over the harbour the fishermen bring boats home")
+    cues = build_cues([segment(words)])
+    assert len(cues) == 1 and len(cues[0].lines) == 2
+    first, second = cues[0].lines
+    assert max(len(first), len(second)) <= 42 and abs(len(first) - len(second)) <= 10
+    assert " ".join(cues[0].lines) == "When the sun goes down over the harbour the fishermen bring boats home"
+
+
+def test_a_new_cue_starts_at_each_sentence_end():
+    cues = build_cues([segment(timed("It is late. We should go home now."))])
+    assert [cue.text for cue in cues] == ["It is late.", "We should go home now."]
+
+
+def test_a_full_cue_breaks_after_a_comma_rather_than_mid_clause():
+    text = "After a long and difficult winter in the mountains, the villagers finally saw the first green leaves"
+    cues = build_cues([segment(timed(text, word_s=0.25))])
+    assert cues[0].text.replace("\n", " ").endswith("mountains,")
+    assert all(len(line) <= 42 for cue in cues for line in cue.lines)
+
+
+def test_a_long_pause_starts_a_new_cue():
+    words = timed("hello there", word_s=0.4) + timed("general kenobi", start=3.0, word_s=0.4)
+    assert [cue.text for cue in build_cues([segment(words)])] == ["hello there", "general kenobi"]
+
+
+def test_short_cue_lasts_at_least_800_ms_without_lingering_or_overlapping():
+    words = timed("Yes.", start=5.0, word_s=0.2) + timed("Then we agree.", start=9.0)
+    cues = build_cues([segment(words)])
+    yes = cues[0]
+    assert yes.end - yes.start == pytest.approx(0.8)
+    assert yes.end <= 5.2 + 0.5 and yes.start >= 5.0 - 0.5
+
+
+def test_no_cue_is_longer_than_7_seconds():
+    words = timed(" ".join(["word"] * 40), word_s=0.35)  # 14 s without punctuation or pauses
+    cues = build_cues([segment(words)])
+    assert len(cues) >= 2 and all(cue.end - cue.start <= 7.0 for cue in cues)
+
+
+def test_cues_keep_80_ms_apart_even_when_speech_runs_on():
+    words = timed("One. Two. Three. Four.", word_s=0.5)
+    cues = build_cues([segment(words)])
+    assert all(b.start - a.end >= 0.08 - 1e-9 for a, b in zip(cues, cues[1:]))
+
+
+def test_a_cue_never_lingers_over_a_long_silence():
+    cues = build_cues([segment(timed("Goodbye.", start=1.0, word_s=1.0))])
+    assert cues[0].end == pytest.approx(2.0)
+
+
+def test_fast_speech_is_given_time_from_the_silence_around_it():
+    words = timed("Extraordinarily unbelievable circumstances.", start=10.0, word_s=0.4)
+    cue = build_cues([segment(words)])[0]
+    characters = sum(len(line) for line in cue.lines)
+    assert characters / 1.2 > 20  # spoken too fast to read in its own time
+    assert characters / (cue.end - cue.start) <= 20.0 + 1e-6
+    assert cue.start >= 10.0 - 0.5 and cue.end <= 11.2 + 0.5
+
+
+def test_chinese_is_joined_without_spaces_16_full_width_characters_a_line():
+    text = "今天天气很好我们一起去公园散步然后再去图书馆看书好不好呢"
+    cues = build_cues([segment(timed(text, word_s=0.2, chinese=True))], CHINESE_JAPANESE)
+    assert "".join("".join(cue.lines) for cue in cues) == text
+    assert all(" " not in line and width(line, CHINESE_JAPANESE) <= 16 for cue in cues for line in cue.lines)
+    for cue in cues:  # 0.2 s a character is 5 a second: well under 17
+        assert sum(width(line, CHINESE_JAPANESE) for line in cue.lines) / (cue.end - cue.start) <= 17.0
+
+
+def test_chinese_sentence_end_starts_a_new_cue_and_half_width_counts_half():
+    cues = build_cues([segment(timed("你好。我们走吧。", chinese=True))], CHINESE_JAPANESE)
+    assert [cue.text for cue in cues] == ["你好。", "我们走吧。"]
+    assert width("AI很好", CHINESE_JAPANESE) == 3.0
+
+
+def test_chinese_script_conversion_to_taiwan_traditional_keeps_timings_and_punctuation():
+    words = timed("我们用软件和鼠标上网，信息很多。", chinese=True)
+    converted = convert_chinese_script([segment(words)], "Taiwan Traditional")[0]
+    assert "".join(w.text for w in converted.words) == "我們用軟體和滑鼠上網，資訊很多。"
+    assert [(w.start, w.end) for w in converted.words] == [(w.start, w.end) for w in words]
+    hong_kong = convert_chinese_script([segment(words)], "Hong Kong Traditional")[0].text
+    assert hong_kong == "我們用軟件和鼠標上網，信息很多。"
+    simplified = convert_chinese_script([segment(timed("我們用軟體", chinese=True))], "Simplified")[0].text
+    assert simplified == "我们用软体"
+    assert convert_chinese_script([segment(words)], "unchanged")[0].text == "我们用软件和鼠标上网，信息很多。"
+
+
+def test_segments_over_non_speech_are_dropped_with_the_reason():
+    real = segment(timed("Real words here."))
+    invented = segment(timed("Something made up.", start=5.0), no_speech_prob=0.9, avg_logprob=-1.5)
+    kept, dropped = clean_segments([real, invented])
+    assert kept == [real]
+    assert dropped[0].text == "Something made up." and "no speech" in dropped[0].reason
+
+
+def test_phantom_lines_are_dropped_only_when_the_model_doubts_them():
+    doubtful = segment([Word(1, 2, " Thanks", 0.3), Word(2, 3, " for", 0.4), Word(3, 4, " watching!", 0.3)])
+    sure = segment([Word(1, 2, " Thanks", 0.95), Word(2, 3, " for", 0.95), Word(3, 4, " watching!", 0.9)])
+    chinese = segment(timed("字幕由志愿者提供", chinese=True), no_speech_prob=0.4)
+    kept, dropped = clean_segments([doubtful, sure, chinese])
+    assert kept == [sure]
+    assert [d.text for d in dropped] == [doubtful.text, chinese.text]
+    assert all("phantom" in d.reason for d in dropped)
+
+
+def test_a_phrase_repeated_in_a_loop_is_collapsed():
+    words = timed("I think so " * 5 + "and then we left")
+    assert " ".join(w.text.strip() for w in collapse_loops(words)) == "I think so and then we left"
+    speech = timed("no no no that is wrong")  # three times one word is still speech
+    assert collapse_loops(speech) == speech
+    kept, dropped = clean_segments([segment(words)])
+    assert kept[0].text == "I think so and then we left" and "loop" in dropped[0].reason
+
+
+texts = st.text(alphabet="abcdefghij,.?", min_size=1, max_size=12).filter(lambda t: t.strip(",.?"))
+
+
+@st.composite
+def word_streams(draw):
+    words, time = [], draw(st.floats(0, 5))
+    for text in draw(st.lists(texts, min_size=1, max_size=60)):
+        time += draw(st.sampled_from([0.0, 0.02, 0.1, 0.3, 0.9, 2.5]))
+        length = draw(st.floats(0.05, 1.5))
+        words.append(Word(round(time, 3), round(time + length, 3), " " + text, 0.9))
+        time += length
+    return words
+
+
+@settings(max_examples=300, deadline=None)
+@given(word_streams())
+def test_cues_obey_every_limit_that_can_be_obeyed(words):
+    options = BROADCAST
+    cues = build_cues([segment(words)], options)
+    assert cue_words(cues) == words  # every word once, in order
+    for index, cue in enumerate(cues):
+        assert 1 <= len(cue.lines) <= options.max_lines
+        if len(cue.words) > 1:
+            assert all(len(line) <= options.max_line_chars for line in cue.lines)
+        assert cue.start < cue.end
+        assert cue.end <= cue.words[-1].end + options.max_linger + 1e-6
+        assert cue.start >= cue.words[0].start - options.max_lead_in - 1e-6
+        assert cue.end - cue.start <= options.max_duration + 1e-6
+        if index + 1 < len(cues):
+            assert cues[index + 1].start - cue.end >= options.min_gap - 1e-6
+        # Long enough, or as long as the silence around it allowed.
+        previous_end = cues[index - 1].end if index else 0.0
+        next_start = cues[index + 1].start if index + 1 < len(cues) else float("inf")
+        room_after = min(next_start - options.min_gap, cue.words[-1].end + options.max_linger)
+        room_before = max(previous_end + options.min_gap, cue.words[0].start - options.max_lead_in, 0.0)
+        wanted = max(options.min_duration, len("".join(cue.lines)) / options.max_chars_per_second)
+        assert cue.end - cue.start >= min(wanted, room_after - room_before) - 2e-3
