@@ -11,8 +11,9 @@ from transcriber import Segment, Word
 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！", "…")
 CLAUSE_ENDS = (",", ";", ":", "，", "；", "：", "、")
-# A pause this long between two words is a natural place for a new cue.
+# A pause this long between two words is a natural place for a new cue; after a comma, a shorter one.
 PAUSE_BREAK_S = 1.0
+CLAUSE_PAUSE_BREAK_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,12 @@ def build_cues(segments: list[Segment], options: CueOptions = BROADCAST) -> list
 
 def _starts_new_cue(current: list[Word], word: Word, options: CueOptions) -> bool:
     previous = current[-1]
+    pause = word.start - previous.end
+    ending = previous.text.strip()
     return (
-        previous.text.strip().endswith(SENTENCE_ENDS)
-        or word.start - previous.end >= PAUSE_BREAK_S
+        ending.endswith(SENTENCE_ENDS)
+        or (ending.endswith(CLAUSE_ENDS) and pause >= CLAUSE_PAUSE_BREAK_S)
+        or pause >= PAUSE_BREAK_S
     )
 
 

@@ -149,7 +149,7 @@ class WhisperTranscriber:
             position = min(range(len(units)), key=lambda index: abs(clip_starts[index] - segment.start))
             unit, clip_start = units[position], clip_starts[position]
             words = [
-                Word(*unit.to_file_times(word.start - clip_start, word.end - clip_start), word.word, word.probability)
+                Word(*unit.to_file_times(word.start - clip_start, word.end - clip_start), word.word, float(word.probability))
                 for word in segment.words
             ]
             results[position].append(
@@ -158,8 +158,8 @@ class WhisperTranscriber:
                     end=words[-1].end,
                     text=segment.text.strip(),
                     words=words,
-                    avg_logprob=segment.avg_logprob,
-                    no_speech_prob=segment.no_speech_prob,
+                    avg_logprob=float(segment.avg_logprob),
+                    no_speech_prob=float(segment.no_speech_prob),
                 )
             )
         return results

@@ -20,6 +20,9 @@ FRAME_SAMPLES = 512  # Silero's window at 16 kHz: one speech probability per 32 
 # the audio before it first lets the state settle, so the stitched probabilities match one long run.
 WARMUP_FRAMES = 96  # about 3 s
 MIN_STRETCH_FRAMES = 1875  # about 60 s: shorter stretches cost more in warm-up than they save
+# Silence put between the spans of a unit, so that Whisper hears a pause where the file had one and
+# its word timings do not run from one span into the next.
+JOINT_SILENCE_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -35,32 +38,39 @@ class VadOptions:
 
 @dataclass
 class WorkUnit:
-    """Speech spans of a file joined end to end: what one Whisper window transcribes."""
+    """Speech spans of a file joined together: what one Whisper window transcribes."""
 
     index: int  # position in the file, counting from 0
     spans: list[tuple[float, float]]  # (start, end) in seconds of the file, in order
-    audio: np.ndarray  # the spans' samples joined end to end
+    audio: np.ndarray  # the spans' samples, with JOINT_SILENCE_S of silence between them
 
     @property
     def duration(self) -> float:
         return len(self.audio) / SAMPLE_RATE
 
     def to_file_times(self, start: float, end: float) -> tuple[float, float]:
-        """Map a stretch of the unit's joined audio (a word, say) to its times in the file.
+        """Map a stretch of the unit's audio (a word, say) to its times in the file.
 
-        Whisper's word times can run over a joint into the neighbouring span's padding; such a word
-        belongs to the span that holds most of it, and is kept inside that span.
+        A word belongs to the span that holds its middle; one whose middle falls in the silence
+        between two spans belongs to the later span (Whisper stretches a word's start back over the
+        pause before it). The word is then kept inside its span.
         """
-        offset, best_overlap, best = 0.0, -1.0, (self.spans[0][0], self.spans[0][0])
-        for span_start, span_end in self.spans:
+        start, end = float(start), float(end)
+        middle = (start + end) / 2
+        offset = 0.0
+        for index, (span_start, span_end) in enumerate(self.spans):
             length = span_end - span_start
-            overlap = min(end, offset + length) - max(start, offset)
-            if overlap > best_overlap:
-                inside_start = min(max(start - offset, 0.0), length)
-                inside_end = min(max(end - offset, inside_start), length)
-                best_overlap, best = overlap, (span_start + inside_start, span_start + inside_end)
-            offset += length
-        return round(float(best[0]), 3), round(float(best[1]), 3)
+            is_last = index + 1 == len(self.spans)
+            if is_last or middle < offset + length + JOINT_SILENCE_S:
+                if not is_last and middle >= offset + length:  # in the silence after this span
+                    offset += length + JOINT_SILENCE_S
+                    span_start, span_end = self.spans[index + 1]
+                    length = span_end - span_start
+                break
+            offset += length + JOINT_SILENCE_S
+        inside_start = min(max(start - offset, 0.0), length)
+        inside_end = min(max(end - offset, inside_start), length)
+        return round(span_start + inside_start, 3), round(span_start + inside_end, 3)
 
 
 @functools.cache
@@ -117,22 +127,21 @@ def find_speech(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[t
 def split_audio(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[WorkUnit]:
     """Cut the speech in `audio` into work units; audio without speech gives no units."""
     max_unit_samples = int(options.max_unit_s * SAMPLE_RATE)
+    joint = np.zeros(int(JOINT_SILENCE_S * SAMPLE_RATE), dtype=np.float32)
     groups: list[list[tuple[int, int]]] = []
     group_samples = 0
     for start, end in find_speech(audio, options):
-        if not groups or group_samples + (end - start) > max_unit_samples:
+        if not groups or group_samples + len(joint) + (end - start) > max_unit_samples:
             groups.append([])
-            group_samples = 0
+            group_samples = -len(joint)  # no silence before a unit's first span
         groups[-1].append((start, end))
-        group_samples += end - start
-    return [
-        WorkUnit(
-            index=index,
-            spans=[(start / SAMPLE_RATE, end / SAMPLE_RATE) for start, end in group],
-            audio=np.concatenate([audio[start:end] for start, end in group]),
-        )
-        for index, group in enumerate(groups)
-    ]
+        group_samples += len(joint) + end - start
+    units = []
+    for index, group in enumerate(groups):
+        pieces = [piece for start, end in group for piece in (joint, audio[start:end])][1:]
+        spans = [(start / SAMPLE_RATE, end / SAMPLE_RATE) for start, end in group]
+        units.append(WorkUnit(index=index, spans=spans, audio=np.concatenate(pieces)))
+    return units
 
 
 def longest_first(units: list[WorkUnit]) -> list[WorkUnit]:
