@@ -1,6 +1,7 @@
 """Decode any audio or video file that FFmpeg can read into 16 kHz mono float32 samples."""
 
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -17,23 +18,36 @@ class AudioError(ValueError):
 
 def load_audio(path: str | Path) -> np.ndarray:
     """Decode the first audio stream of `path` to 16 kHz mono float32 samples in [-1, 1]."""
+    return np.concatenate(list(stream_audio(path)))
+
+
+def stream_audio(path: str | Path, block_samples: int = 60 * SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Decode `path` block by block (each `block_samples` long but the last), so that later stages
+    can start on the beginning of a long file while the rest is still being decoded.
+
+    Problems with the whole file (cut short, too short) can only be known at its end: the generator
+    then raises AudioError after its last block.
+    """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: the file is empty")
+    decoded = 0
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioError(f"{path}: the file has no audio stream")
             stream = container.streams.audio[0]
             declared_s = _declared_duration(container, stream)
-            samples = _decode_stream(container, stream)
+            for block in _decode_blocks(container, stream, block_samples):
+                decoded += len(block)
+                yield block
     except av.FFmpegError as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise AudioError(f"{path}: not a readable audio or video file ({reason})") from None
 
-    duration_s = len(samples) / SAMPLE_RATE
+    duration_s = decoded / SAMPLE_RATE
     if duration_s == 0:
         raise AudioError(f"{path}: the audio stream holds no sound that can be decoded")
     # Containers state their length in the header; far less sound than that means the file was cut
@@ -47,7 +61,6 @@ def load_audio(path: str | Path) -> np.ndarray:
         raise AudioError(
             f"{path}: the audio is only {duration_s:.2f} s long; at least {MIN_DURATION_S} s is needed"
         )
-    return samples
 
 
 def has_picture(path: str | Path) -> bool:
@@ -69,18 +82,29 @@ def _declared_duration(container: av.container.InputContainer, stream: av.AudioS
     return None
 
 
-def _decode_stream(container: av.container.InputContainer, stream: av.AudioStream) -> np.ndarray:
+def _decode_blocks(
+    container: av.container.InputContainer, stream: av.AudioStream, block_samples: int
+) -> Iterator[np.ndarray]:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    pieces = []
+    pieces: list[np.ndarray] = []
+    pending = 0
+    for frame in _decoded_frames(container, stream):
+        for out in resampler.resample(frame):
+            pieces.append(out.to_ndarray().reshape(-1))
+            pending += pieces[-1].size
+        while pending >= block_samples:
+            joined = np.concatenate(pieces)
+            yield joined[:block_samples]
+            pieces, pending = [joined[block_samples:]], joined.size - block_samples
+    if pending:
+        yield np.concatenate(pieces)
+
+
+def _decoded_frames(container: av.container.InputContainer, stream: av.AudioStream) -> Iterator:
     for packet in container.demux(stream):
         try:
-            frames = packet.decode()
+            yield from packet.decode()
         except av.InvalidDataError:
             # A damaged packet costs a few milliseconds of sound; the truncation check catches worse.
             continue
-        for frame in frames:
-            pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
-    pieces.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-    if not pieces:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(pieces).astype(np.float32, copy=False)
+    yield None  # flushes the resampler

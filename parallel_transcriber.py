@@ -44,6 +44,7 @@ class ModelSpec:
     model_path: str
     name: str  # as the user gave it, for the logs
     compute_type: str | None = None
+    cpu_threads: int | None = None  # per CPU worker; None: the machine's cores shared among them
     engine: type = WhisperTranscriber  # the class that owns the model in the worker
 
 
@@ -168,6 +169,7 @@ class Job:
     tries: dict[int, int] = field(default_factory=dict)
     busy: dict[str, int] = field(default_factory=dict)  # device -> batches in flight
     detecting: bool = False
+    closed: bool = False  # no more units will be added
     error: Exception | None = None
     finished: threading.Event = field(default_factory=threading.Event)
 
@@ -194,14 +196,16 @@ class ParallelTranscriber:
         self.devices = devices
         self.multilingual = False
         self._context = multiprocessing.get_context("spawn")
-        self._events = self._context.Queue()
+        # SimpleQueue writes each event before put() returns: a worker killed right after loading
+        # its model has still reported the load.
+        self._events = self._context.SimpleQueue()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._jobs: deque[Job] = deque()
         self._job_ids = itertools.count(1)
         self._loads = 0
         self._loads_changed = threading.Condition()
         self._closed = False
-        self._cpu_threads = cpu_threads_per_worker(devices.count("cpu"))
+        self._cpu_threads = spec.cpu_threads or cpu_threads_per_worker(devices.count("cpu"))
         self._listener = threading.Thread(target=self._log_events, name="worker-events", daemon=True)
         self._listener.start()
         self._workers = [_Worker(device, self._new_executor(device)) for device in devices]
@@ -220,22 +224,32 @@ class ParallelTranscriber:
     def worker_pids(self) -> list[int]:
         return [pid for worker in self._workers for pid in worker.executor._processes]
 
-    def submit(
-        self,
-        units: list[WorkUnit],
-        options: TranscribeOptions,
-        all_workers: bool = True,
-    ) -> Job:
-        """Queue a job; `all_workers=False` keeps it on one worker (single-device mode)."""
+    def open_job(self, options: TranscribeOptions, all_workers: bool = True) -> Job:
+        """Start a job whose units come later (`add_units`, then `close_job`), so that the first
+        units are transcribed while the rest of the file is still being decoded.
+        `all_workers=False` keeps the job on one worker (single-device mode)."""
         if all_workers:
             worker_indexes = list(range(len(self._workers)))
         else:
             worker_indexes = [self._least_loaded_worker()]
         if not self.multilingual:
             options = replace(options, language="en")
-        job = Job(next(self._job_ids), units, options, worker_indexes)
-        job.pending.extend(longest_first(units))
-        self._inbox.put(("submit", job))
+        job = Job(next(self._job_ids), [], options, worker_indexes)
+        self._inbox.put(("open", job))
+        return job
+
+    def add_units(self, job: Job, units: list[WorkUnit]) -> None:
+        self._inbox.put(("add", (job, units)))
+
+    def close_job(self, job: Job) -> None:
+        """No more units will come: the job ends when the ones it has are done."""
+        self._inbox.put(("close", job))
+
+    def submit(self, units: list[WorkUnit], options: TranscribeOptions, all_workers: bool = True) -> Job:
+        """A job with all its units known up front."""
+        job = self.open_job(options, all_workers)
+        self.add_units(job, units)
+        self.close_job(job)
         return job
 
     def cancel(self, job: Job) -> None:
@@ -252,6 +266,7 @@ class ParallelTranscriber:
             self._stop_executor(worker.executor)
         self._events.put(None)
         self._listener.join(timeout=5)
+        self._events.close()
 
     def __enter__(self) -> "ParallelTranscriber":
         return self
@@ -331,10 +346,20 @@ class ParallelTranscriber:
                 log.exception("dispatcher error while handling %s", kind)
 
     def _handle(self, kind: str, payload) -> None:
-        if kind == "submit":
+        if kind == "open":
             self._jobs.append(payload)
-            if not payload.units:
-                self._finish(payload)
+        elif kind == "add":
+            job, units = payload
+            indexes = [unit.index for unit in job.units + units]
+            if len(set(indexes)) < len(indexes):
+                # Results are kept by unit index: a repeated one would leave the job waiting forever.
+                self._finish(job, JobFailed(f"job {job.id} was given two units with the same index"))
+                return
+            job.units.extend(units)
+            job.pending = deque(longest_first([*job.pending, *units]))
+        elif kind == "close":
+            payload.closed = True
+            self._finish_if_done(payload)
         elif kind == "cancel":
             if not payload.finished.is_set():
                 self._finish(payload, JobCancelled(f"job {payload.id} was cancelled"))
@@ -343,20 +368,23 @@ class ParallelTranscriber:
         self._hand_out_work()
 
     def _hand_out_work(self) -> None:
-        # Take turns: each time a job is given a batch, it goes to the back of the line.
-        for worker_index, worker in enumerate(self._workers):
-            while worker.in_flight < BATCHES_IN_FLIGHT:
+        # First every worker's running batch, then the one queued behind it, so that no worker
+        # takes two batches while another has none. Jobs take turns: each time a job is given a
+        # batch, it goes to the back of the line.
+        for slot in range(BATCHES_IN_FLIGHT):
+            for worker_index, worker in enumerate(self._workers):
+                if worker.in_flight > slot:
+                    continue
                 job = next((job for job in self._jobs if worker_index in job.worker_indexes and self._has_work(job)), None)
-                if job is None:
-                    break
-                self._jobs.remove(job)
-                self._jobs.append(job)
-                self._send(worker, job)
+                if job is not None:
+                    self._jobs.remove(job)
+                    self._jobs.append(job)
+                    self._send(worker, job)
 
     @staticmethod
     def _has_work(job: Job) -> bool:
         if job.language is None:
-            return not job.detecting
+            return not job.detecting and bool(job.units)
         return bool(job.pending)
 
     def _send(self, worker: _Worker, job: Job) -> None:
@@ -366,8 +394,9 @@ class ParallelTranscriber:
             units = [min(job.units, key=lambda unit: unit.index)]
             future = self._submit(worker, _detect_language, units[0])
         else:
-            # Enough units to fill a batch, but never so many that another worker goes without.
-            share = math.ceil(len(job.pending) / len(job.worker_indexes))
+            # Full batches while there is plenty to do; smaller ones towards the end, so that the
+            # workers finish together instead of one finishing a big last batch alone.
+            share = math.ceil(len(job.pending) / (len(job.worker_indexes) * BATCHES_IN_FLIGHT))
             units = [job.pending.popleft() for _ in range(min(job.options.batch_size, share))]
             future = self._submit(worker, _transcribe_units, units, job.options)
         worker.in_flight += 1
@@ -412,8 +441,7 @@ class ParallelTranscriber:
         done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
         busy = [device for device, count in job.busy.items() if count > 0]
         job.progress = Progress(done_s, sum(unit.duration for unit in job.units), busy)
-        if len(job.results) == len(job.units):
-            self._finish(job)
+        self._finish_if_done(job)
 
     def _replace_dead_worker(self, worker: _Worker, generation: int) -> None:
         if generation != worker.generation:
@@ -442,6 +470,10 @@ class ParallelTranscriber:
                 return
         if job.language is not None:
             job.pending.extendleft(reversed(units))
+
+    def _finish_if_done(self, job: Job) -> None:
+        if job.closed and len(job.results) == len(job.units) and not job.finished.is_set():
+            self._finish(job)
 
     def _finish(self, job: Job, error: Exception | None = None) -> None:
         job.error = error

@@ -8,14 +8,16 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from audio import SAMPLE_RATE, load_audio
+import numpy as np
+
+from audio import SAMPLE_RATE, stream_audio
 from cleanup import DEFAULT_CHINESE_SCRIPT, Dropped, clean_segments, convert_chinese_script
 from parallel_transcriber import ParallelTranscriber, Progress
 from subtitles import BROADCAST, CHINESE_JAPANESE, Cue, CueOptions, build_cues
 from transcriber import Segment, TranscribeOptions
-from vad_splitter import VadOptions, split_audio
+from vad_splitter import VadOptions, stream_units
 
 log = logging.getLogger("whisper_for_subs")
 
@@ -31,7 +33,7 @@ class Transcript:
     segments: list[Segment]
     cues: list[Cue]
     dropped: list[Dropped]  # text Whisper wrote that is not shown, with the reason
-    stage_seconds: dict[str, float]  # decode, vad, transcribe, cues
+    stage_seconds: dict[str, float]  # decode+vad (overlapping transcription), transcribe (the rest), cues
     workers: int
 
     @property
@@ -62,15 +64,29 @@ def transcribe_file(
     audio, JobFailed or JobCancelled when the transcription does not finish."""
     stages: dict[str, float] = {}
     started = time.perf_counter()
-    audio = load_audio(path)
-    stages["decode"] = time.perf_counter() - started
+    job = pool.open_job(options, all_workers)
+    samples = 0
+
+    def counted(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        nonlocal samples
+        for block in blocks:
+            samples += len(block)
+            yield block
+
+    try:
+        # Decoding, the VAD and transcription overlap: each unit goes to the workers as soon as
+        # its speech is settled, while the rest of the file is still being decoded.
+        for unit in stream_units(counted(stream_audio(path)), vad_options):
+            pool.add_units(job, [unit])
+            if cancel is not None and cancel.is_set():
+                break
+    except BaseException:  # a bad file, Ctrl-C: the units already sent are not worth finishing
+        pool.cancel(job)
+        raise
+    pool.close_job(job)
+    stages["decode+vad"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    units = split_audio(audio, vad_options)
-    stages["vad"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    job = pool.submit(units, options, all_workers)
     # Progress is reported from this thread, the caller's, which may be a web request's.
     reported = None
     while not job.wait(timeout=0.2):
@@ -99,8 +115,8 @@ def transcribe_file(
 
     transcript = Transcript(
         source=Path(path).name,
-        duration=len(audio) / SAMPLE_RATE,
-        speech=sum(unit.duration for unit in units),
+        duration=samples / SAMPLE_RATE,
+        speech=sum(unit.duration for unit in job.units),
         language=language,
         segments=segments,
         cues=cues,

@@ -8,8 +8,10 @@ so that times inside the unit map back to times in the file.
 import functools
 import math
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -107,9 +109,12 @@ def find_speech(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[t
     Silero's own state machine turns probabilities into spans; a span that would outgrow a unit is
     split at its longest internal pause, and cut hard only where there is no pause at all.
     """
+    return _spans_from_probabilities(speech_probabilities(audio), len(audio), options)
+
+
+def _spans_from_probabilities(probabilities: np.ndarray, samples: int, options: VadOptions) -> list[tuple[int, int]]:
     from silero_vad import get_speech_timestamps_from_probs
 
-    probabilities = speech_probabilities(audio)
     spans = get_speech_timestamps_from_probs(
         probabilities.tolist(),
         sampling_rate=SAMPLE_RATE,
@@ -119,29 +124,104 @@ def find_speech(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[t
         min_silence_duration_ms=options.min_silence_ms,
         speech_pad_ms=options.speech_pad_ms,
         use_max_poss_sil_at_max_speech=True,
-        audio_length_samples=len(audio),
+        audio_length_samples=samples,
     )
     return [(span["start"], span["end"]) for span in spans]
 
 
 def split_audio(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[WorkUnit]:
     """Cut the speech in `audio` into work units; audio without speech gives no units."""
-    max_unit_samples = int(options.max_unit_s * SAMPLE_RATE)
-    joint = np.zeros(int(JOINT_SILENCE_S * SAMPLE_RATE), dtype=np.float32)
-    groups: list[list[tuple[int, int]]] = []
-    group_samples = 0
-    for start, end in find_speech(audio, options):
-        if not groups or group_samples + len(joint) + (end - start) > max_unit_samples:
-            groups.append([])
-            group_samples = -len(joint)  # no silence before a unit's first span
-        groups[-1].append((start, end))
-        group_samples += len(joint) + end - start
-    units = []
-    for index, group in enumerate(groups):
-        pieces = [piece for start, end in group for piece in (joint, audio[start:end])][1:]
-        spans = [(start / SAMPLE_RATE, end / SAMPLE_RATE) for start, end in group]
-        units.append(WorkUnit(index=index, spans=spans, audio=np.concatenate(pieces)))
-    return units
+    return list(stream_units([audio], options))
+
+
+def stream_units(blocks: Iterable[np.ndarray], options: VadOptions = VadOptions()) -> Iterator[WorkUnit]:
+    """Work units in time order, each given out as soon as the speech in it is settled.
+
+    `blocks` is the file's audio as it is decoded (every block but the last a whole number of VAD
+    frames long). The VAD of each block runs on a thread as soon as it arrives; speech is settled
+    up to the middle of the latest long silence, which no span can cross. So the first units go to
+    Whisper while the rest of a long file is still being decoded and searched for speech.
+    """
+    grouper = _UnitGrouper(options)
+    settled = 0  # samples of the file before `pending_audio`
+    pending_audio: list[np.ndarray] = []
+    pending_probabilities: list[np.ndarray] = []
+    tail = np.zeros(0, dtype=np.float32)  # warm-up audio for the next block's VAD
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        running: deque = deque()
+        for block in blocks:
+            warm = np.concatenate([tail, block])
+            running.append((block, pool.submit(_block_probabilities, warm, len(tail) // FRAME_SAMPLES)))
+            tail = warm[-WARMUP_FRAMES * FRAME_SAMPLES :]
+            while running and (running[0][1].done() or len(running) > 2 * (os.cpu_count() or 1)):
+                block, probabilities = running.popleft()
+                pending_audio.append(block)
+                pending_probabilities.append(probabilities.result())
+                settled, pending_audio, pending_probabilities = yield from _settle(
+                    grouper, settled, pending_audio, pending_probabilities, options, final=False
+                )
+        for block, probabilities in running:
+            pending_audio.append(block)
+            pending_probabilities.append(probabilities.result())
+        yield from _settle(grouper, settled, pending_audio, pending_probabilities, options, final=True)
+    yield from grouper.flush()
+
+
+def _block_probabilities(warm_audio: np.ndarray, warmup_frames: int) -> np.ndarray:
+    return speech_probabilities(warm_audio, threads=1)[warmup_frames:]
+
+
+def _settle(grouper, settled, pending_audio, pending_probabilities, options, final):
+    """Turn the pending audio up to its last safe cut (all of it when `final`) into units."""
+    audio = np.concatenate(pending_audio)
+    probabilities = np.concatenate(pending_probabilities)
+    cut = len(probabilities) if final else _last_safe_cut(probabilities, options)
+    if cut == 0:
+        return settled, [audio], [probabilities]
+    cut_samples = min(cut * FRAME_SAMPLES, len(audio))
+    for start, end in _spans_from_probabilities(probabilities[:cut], cut_samples, options):
+        yield from grouper.add(settled + start, settled + end, audio[start:end])
+    return settled + cut_samples, [audio[cut_samples:]], [probabilities[cut:]]
+
+
+def _last_safe_cut(probabilities: np.ndarray, options: VadOptions) -> int:
+    """The middle frame of the last silence long enough that no speech span can cross it, or 0."""
+    needed = math.ceil((options.min_silence_ms + 2 * options.speech_pad_ms) / 32) + 2
+    quiet = np.concatenate([[False], probabilities < options.threshold - 0.15, [False]])
+    edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
+    starts, ends = edges[0::2], edges[1::2]
+    long_enough = np.flatnonzero(ends - starts >= needed)
+    if not len(long_enough):
+        return 0
+    last = long_enough[-1]
+    return int((starts[last] + ends[last]) // 2)
+
+
+class _UnitGrouper:
+    """Packs speech spans, in time order, into units of at most `max_unit_s`."""
+
+    def __init__(self, options: VadOptions):
+        self.max_samples = int(options.max_unit_s * SAMPLE_RATE)
+        self.joint = np.zeros(int(JOINT_SILENCE_S * SAMPLE_RATE), dtype=np.float32)
+        self.spans: list[tuple[int, int]] = []
+        self.pieces: list[np.ndarray] = []
+        self.index = 0
+
+    def add(self, start: int, end: int, samples: np.ndarray) -> Iterator[WorkUnit]:
+        size = sum(len(piece) for piece in self.pieces) + len(self.joint) * len(self.pieces)
+        if self.spans and size + len(samples) > self.max_samples:
+            yield from self.flush()
+        self.spans.append((start, end))
+        self.pieces.append(samples)
+
+    def flush(self) -> Iterator[WorkUnit]:
+        if not self.spans:
+            return
+        audio = np.concatenate([piece for samples in self.pieces for piece in (self.joint, samples)][1:])
+        spans = [(start / SAMPLE_RATE, end / SAMPLE_RATE) for start, end in self.spans]
+        yield WorkUnit(index=self.index, spans=spans, audio=audio)
+        self.index += 1
+        self.spans, self.pieces = [], []
 
 
 def longest_first(units: list[WorkUnit]) -> list[WorkUnit]:

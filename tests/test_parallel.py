@@ -17,6 +17,11 @@ from vad_splitter import WorkUnit, split_audio
 SMALL_BATCHES = TranscribeOptions(batch_size=1)
 
 
+def copies(units: list[WorkUnit], times: int) -> list[WorkUnit]:
+    """`units` over again, numbered on as the units of one longer file would be."""
+    return [replace(unit, index=index) for index, unit in enumerate(units * times)]
+
+
 def timed_words(transcript):
     return [(w.start, w.end, w.text) for s in transcript.segments for w in s.words]
 
@@ -120,7 +125,7 @@ def test_a_unit_that_always_kills_its_worker_fails_its_job_and_the_next_job_work
         with pytest.raises(JobFailed, match=r"died 3 times on the speech at 1:00.0 \(2.0 s\)"):
             job.segments()
         assert transcribe_file(jfk[0], pool).cues
-        assert wait_for(lambda: pool.model_loads == 2 + 3)  # one load for each replacement
+        assert wait_for(lambda: pool.model_loads == 2 + 3), pool.model_loads  # one load for each replacement
 
 
 def test_an_error_inside_a_unit_fails_the_job_but_keeps_the_worker(two_workers, jfk):
@@ -137,7 +142,7 @@ def test_two_jobs_at_once_share_the_workers(two_workers, composition_units):
     finished: dict[str, float] = {}
 
     def run(name):
-        job = two_workers.submit(composition_units, SMALL_BATCHES)
+        job = two_workers.submit(copies(composition_units, 3), SMALL_BATCHES)
         while not job.wait(timeout=0.05):
             if job.progress is not None:
                 started.setdefault(name, time.monotonic())
@@ -158,7 +163,7 @@ def test_cancel_drops_pending_units_and_keeps_workers(two_workers, composition_u
     from parallel_transcriber import JobCancelled
 
     loads = two_workers.model_loads
-    job = two_workers.submit(composition_units * 4, SMALL_BATCHES)
+    job = two_workers.submit(copies(composition_units, 4), SMALL_BATCHES)
     two_workers.cancel(job)
     with pytest.raises(JobCancelled):
         job.segments()
@@ -166,6 +171,11 @@ def test_cancel_drops_pending_units_and_keeps_workers(two_workers, composition_u
     assert transcribe_file(jfk[0], two_workers).cues
     assert time.monotonic() - begun < 30
     assert two_workers.model_loads == loads
+
+
+def test_units_given_twice_fail_the_job_instead_of_hanging(two_workers, composition_units):
+    with pytest.raises(JobFailed, match="same index"):
+        two_workers.submit(composition_units * 2, SMALL_BATCHES).segments()
 
 
 def test_shutdown_leaves_no_worker_processes(model_spec):

@@ -165,6 +165,9 @@ def test_cli_bad_option_and_unknown_model_exit_2(jfk):
     assert result.returncode == 2 and "unknown device" in result.stderr
     result = run_cli(jfk[0], "--task", "translate", "--quiet")
     assert result.returncode == 2 and "cannot translate" in result.stderr
+    # A repo id that is not in the cache, with the hub out of reach (offline mode: no network is tried).
+    result = run_cli(jfk[0], "--model", "nobody/no-such-model", "--quiet", env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2 and "could not be downloaded" in result.stderr and "--download-only" in result.stderr
 
 
 def test_music_between_sentences_gives_no_cue_and_cues_start_at_sentences(two_workers, tmp_path):
