@@ -27,6 +27,7 @@ log = logging.getLogger("whisper_for_subs")
 
 MAX_TRIES = 3  # a unit whose worker dies this many times fails its job
 BATCHES_IN_FLIGHT = 2  # per worker: one running, one queued behind it
+MAX_AUTO_CPU_WORKERS = 4
 
 
 class JobFailed(RuntimeError):
@@ -49,13 +50,16 @@ class ModelSpec:
 
 
 def parse_devices(text: str) -> list[str]:
-    """`auto` (every GPU, else the CPU), `cuda:0,cuda:1`, `cpu`, or `cpu*2` (two CPU workers)."""
+    """`auto` (every GPU, else a CPU worker per core, at most 4), `cuda:0,cuda:1`, `cpu`, or `cpu*2`."""
     text = text.strip()
     if text == "auto":
         import ctranslate2
 
-        count = ctranslate2.get_cuda_device_count() if has_gpu() else 0
-        return [f"cuda:{index}" for index in range(count)] or ["cpu"]
+        if has_gpu():
+            return [f"cuda:{index}" for index in range(ctranslate2.get_cuda_device_count())]
+        # Without a GPU, one single-thread worker per core beats one worker with every core's
+        # threads (bench/RESULTS.md); each worker holds its own copy of the model, hence the cap.
+        return ["cpu"] * min(os.cpu_count() or 1, MAX_AUTO_CPU_WORKERS)
     devices: list[str] = []
     for part in filter(None, (piece.strip() for piece in text.split(","))):
         name, _, copies = part.partition("*")

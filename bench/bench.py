@@ -6,8 +6,7 @@
 Runs, on the same model and device: (a) faster-whisper's sequential `WhisperModel.transcribe` with its VAD,
 (b) its `BatchedInferencePipeline` (batch 16), (c) this project with one worker, (d) with all workers.
 Model loading is outside every timing. The last line is
-`RESULT ours_vs_sequential=<x> ours_vs_batched=<y>`: end-to-end speed ratios, "ours" being what
-`--devices auto` gives (every GPU, or on a machine without one, one CPU worker using every core).
+`RESULT ours_vs_sequential=<x> ours_vs_batched=<y>`: end-to-end speed ratios of (d) against (a) and (b).
 """
 
 import argparse
@@ -146,8 +145,6 @@ def main() -> None:
 
     model_path = resolve_model(args.model)
     devices = parse_devices(args.devices)
-    if args.devices == "auto" and devices == ["cpu"]:
-        devices = ["cpu"] * (os.cpu_count() or 1)  # without a GPU, "all workers" is one per core
     kind, _, index = devices[0].partition(":")
     compute_type = args.compute_type or ("float16" if kind == "cuda" else "int8")
     results = {"vad": run_vad_comparison(path)}
@@ -169,8 +166,7 @@ def main() -> None:
             results[name] = run_ours(pool, path)
     if kind == "cpu" and len(devices) > 1:
         results["ceiling"] = cpu_scaling_ceiling(path, model_path, len(devices))
-    # "Ours" is what `--devices auto` gives a user: every GPU, or one CPU worker using every core.
-    ours_name = "c ours 1 worker" if kind == "cpu" else f"d ours {len(devices)} workers"
+    ours_name = f"d ours {len(devices)} workers"
 
     print(f"\n{path.name}: {results['vad']['duration']:.0f} s of audio, model {model_label(args.model)}, "
           f"devices {','.join(devices)}")
