@@ -1,7 +1,7 @@
 """Find speech with Silero VAD and cut it into work units of at most 30 s for batched Whisper.
 
-A work unit is one or more speech spans of the file, joined end to end (the silence between them left
-out), so that each 30-s Whisper window is filled with speech. The unit keeps where its spans came from,
+A work unit is one or more speech spans of the file, joined with a short fixed silence between them
+(the file's longer silences left out), so that each 30-s Whisper window is filled with speech. The unit keeps where its spans came from,
 so that times inside the unit map back to times in the file.
 """
 
