@@ -21,6 +21,7 @@ from pathlib import Path
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+# faster-whisper keeps its list of language codes private; it is the list the model accepts.
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from audio import AudioError, has_picture
