@@ -29,7 +29,7 @@ from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from parallel_transcriber import JobCancelled, JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
 from pipeline import Transcript, transcribe_file
 from subtitles import CueOptions
-from transcriber import TranscribeOptions, can_translate, model_label, resolve_model
+from transcriber import TranscribeOptions, batch_size, can_translate, model_label, resolve_model
 from vad_splitter import VadOptions
 from writers import FORMATS, write
 
@@ -43,7 +43,7 @@ class Settings:
     models: list[str]  # the first is the default
     devices: str
     compute_type: str | None
-    batch_size: int
+    batch_size: int | None  # None: what fits each device
     max_file_size: str
     username: str | None
     password: str | None
@@ -61,7 +61,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
                         help="model, or several separated by commas (the first is the default)")
     parser.add_argument("--devices", default=env("WHISPER_DEVICES", "auto"))
     parser.add_argument("--compute-type", default=env("WHISPER_COMPUTE_TYPE") or None)
-    parser.add_argument("--batch-size", type=int, default=int(env("WHISPER_BATCH_SIZE", "8")))
+    parser.add_argument("--batch-size", type=batch_size, default=batch_size(env("WHISPER_BATCH_SIZE", "auto")))
     parser.add_argument("--max-file-size", default=env("WHISPER_MAX_FILE_SIZE", "2gb"))
     parser.add_argument("--username", default=env("WHISPER_USERNAME") or None)
     parser.add_argument("--password", default=env("WHISPER_PASSWORD") or None)

@@ -1,5 +1,7 @@
 """Decode any audio or video file that FFmpeg can read into 16 kHz mono float32 samples."""
 
+from __future__ import annotations  # PyAV's types in signatures are not looked up at import
+
 from pathlib import Path
 from typing import Iterator
 

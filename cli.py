@@ -16,7 +16,7 @@ from audio import AudioError
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from parallel_transcriber import JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
 from pipeline import transcribe_file
-from transcriber import ModelError, TranscribeOptions, can_translate, model_label, resolve_model
+from transcriber import ModelError, TranscribeOptions, batch_size, can_translate, model_label, resolve_model
 from writers import FORMATS, write
 
 USER_ERROR, INTERNAL_ERROR = 2, 1
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     parser.add_argument("--initial-prompt")
     parser.add_argument("--hotwords")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=batch_size, default=None,
+                        help="windows per batched call (default auto: as many as fit each device's free memory)")
     parser.add_argument("--max-line-chars", type=int, help="characters per subtitle line (default 42, 16 for CJK)")
     parser.add_argument("--chinese-script", choices=list(CHINESE_SCRIPTS), default=DEFAULT_CHINESE_SCRIPT,
                         help="script for Chinese subtitles")
@@ -64,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.inputs:
         raise ValueError("no input file given")
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
     inputs = [Path(name) for name in args.inputs]
     targets = output_paths(inputs, args.output, args.format)
     options = TranscribeOptions(

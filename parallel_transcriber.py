@@ -99,7 +99,7 @@ def _load_model(spec: ModelSpec, device: str, cpu_threads: int, events) -> None:
     except Exception as error:  # reported by _worker_info: an initializer that raises breaks the pool silently
         _load_error = f"{type(error).__name__}: {error}"
         return
-    events.put(("loaded", device, spec.name, time.perf_counter() - started))
+    events.put(("loaded", device, spec.name, time.perf_counter() - started, _transcriber.batch_size))
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -110,10 +110,11 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(0)
 
 
-def _worker_info() -> tuple[int, str | None, bool]:
-    """(process id, load error or None, whether the model is multilingual)."""
-    multilingual = _transcriber is not None and _transcriber.multilingual
-    return os.getpid(), _load_error, multilingual
+def _worker_info() -> tuple[int, str | None, bool, int]:
+    """(process id, load error or None, whether the model is multilingual, the batch size that fits)."""
+    if _transcriber is None:
+        return os.getpid(), _load_error, False, 1
+    return os.getpid(), _load_error, _transcriber.multilingual, _transcriber.batch_size
 
 
 def _detect_language(unit: WorkUnit) -> str:
@@ -135,9 +136,13 @@ def _transcribe_within_memory(units: list[WorkUnit], options: TranscribeOptions)
     except RuntimeError as error:
         if "out of memory" not in str(error).lower() or len(units) == 1:
             raise
-    # The GPU ran out of memory on this batch: do it in halves rather than fail the job.
+    # The GPU ran out of memory on this batch: do it in halves rather than fail the job, and make
+    # this worker's later batches no bigger than the halves.
     half = len(units) // 2
-    smaller = replace(options, batch_size=max(1, options.batch_size // 2))
+    if _transcriber.batch_size > half:
+        log.warning("[%s] out of memory with %d windows: batch size now %d", _device, len(units), half)
+        _transcriber.batch_size = half
+    smaller = replace(options, batch_size=half)
     return _transcribe_within_memory(units[:half], smaller) + _transcribe_within_memory(units[half:], smaller)
 
 
@@ -157,6 +162,7 @@ class _Worker:
     executor: ProcessPoolExecutor
     generation: int = 0  # bumped each time a dead process is replaced
     in_flight: int = 0
+    batch_size: int = 1  # what fits the device, reported by the worker once its model is loaded
 
 
 @dataclass
@@ -294,7 +300,7 @@ class ParallelTranscriber:
         infos = [worker.executor.submit(_worker_info) for worker in self._workers]
         for worker, info in zip(self._workers, infos):
             try:
-                _pid, error, multilingual = info.result()
+                _pid, error, multilingual, worker.batch_size = info.result()
             except BrokenProcessPool:
                 error = "the worker process died while loading the model"
             if error:
@@ -318,8 +324,8 @@ class ParallelTranscriber:
         while (event := self._events.get()) is not None:
             kind, device, *details = event
             if kind == "loaded":
-                model, seconds = details
-                log.info("[%s] model loaded: %s (%.1f s)", device, model, seconds)
+                model, seconds, batch_size = details
+                log.info("[%s] model loaded: %s (%.1f s), batch size %d", device, model, seconds, batch_size)
                 with self._loads_changed:
                     self._loads += 1
                     self._loads_changed.notify_all()
@@ -401,7 +407,8 @@ class ParallelTranscriber:
             # Full batches while there is plenty to do; smaller ones towards the end, so that the
             # workers finish together instead of one finishing a big last batch alone.
             share = math.ceil(len(job.pending) / (len(job.worker_indexes) * BATCHES_IN_FLIGHT))
-            units = [job.pending.popleft() for _ in range(min(job.options.batch_size, share))]
+            batch_size = job.options.batch_size or worker.batch_size
+            units = [job.pending.popleft() for _ in range(min(batch_size, share))]
             future = self._submit(worker, _transcribe_units, units, job.options)
         worker.in_flight += 1
         job.busy[worker.device] = job.busy.get(worker.device, 0) + 1

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -59,24 +59,29 @@ def transcribe_file(
     on_progress: Callable[[Progress], None] | None = None,
     all_workers: bool = True,
     cancel: threading.Event | None = None,
+    blocks: Iterable[np.ndarray] | None = None,
 ) -> Transcript:
     """Transcribe one file into segments and cues. Raises AudioError for a file that is not usable
-    audio, JobFailed or JobCancelled when the transcription does not finish."""
+    audio, JobFailed or JobCancelled when the transcription does not finish.
+
+    `blocks` is the file's audio where the caller has decoded it already (as `stream_audio` does:
+    16 kHz mono, one-minute blocks); otherwise the file is decoded here."""
     stages: dict[str, float] = {}
     started = time.perf_counter()
     job = pool.open_job(options, all_workers)
     samples = 0
 
-    def counted(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    def counted(decoded: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         nonlocal samples
-        for block in blocks:
+        for block in decoded:
             samples += len(block)
             yield block
 
     try:
         # Decoding, the VAD and transcription overlap: each unit goes to the workers as soon as
         # its speech is settled, while the rest of the file is still being decoded.
-        for unit in stream_units(counted(stream_audio(path)), vad_options):
+        decoded = blocks if blocks is not None else stream_audio(path)
+        for unit in stream_units(counted(decoded), vad_options):
             pool.add_units(job, [unit])
             if cancel is not None and cancel.is_set():
                 break

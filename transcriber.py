@@ -1,6 +1,9 @@
 """The engine: one faster-whisper model on one device, transcribing batches of work units."""
 
+import ctypes
+import logging
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +13,8 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.utils import available_models, download_model
 
 from vad_splitter import WorkUnit
+
+log = logging.getLogger("whisper_for_subs")
 
 # Multilingual models trained without translation (large-v3-turbo, the distilled ones).
 NO_TRANSLATION = ("large-v3-turbo", "turbo", "distil-")
@@ -25,7 +30,7 @@ class TranscribeOptions:
     task: str = "transcribe"  # or "translate" (to English)
     initial_prompt: str | None = None
     hotwords: str | None = None
-    batch_size: int = 8  # work units per batched call
+    batch_size: int | None = None  # work units per batched call; None: as many as fit each device
     beam_size: int = 5
 
 
@@ -45,6 +50,123 @@ class Segment:
     words: list[Word] = field(default_factory=list)
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelDimensions:
+    width: int  # d_model
+    heads: int
+    decoder_layers: int
+
+
+def model_dimensions(model_path: str) -> ModelDimensions:
+    """Read a Whisper model's size from the header of its CTranslate2 `model.bin` (format version 6:
+    each variable's name, shape and type, then its bytes, which are skipped)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    values: dict[str, bytes] = {}
+    with open(Path(model_path) / "model.bin", "rb") as file:
+
+        def read(layout: str) -> tuple:
+            return struct.unpack(layout, file.read(struct.calcsize(layout)))
+
+        def read_text() -> str:
+            (length,) = read("H")
+            return file.read(length)[:-1].decode()
+
+        version, _spec, _revision, count = read("I"), read_text(), read("I"), read("I")[0]
+        if version != (6,):
+            raise ModelError(f"{model_path}: model.bin format {version[0]} is not supported (6 is)")
+        for _ in range(count):
+            name = read_text()
+            (rank,) = read("B")
+            shapes[name] = read(f"{rank}I")
+            _dtype, size = read("B"), read("I")[0]
+            if rank == 0:
+                values[name] = file.read(size)
+            else:
+                file.seek(size, os.SEEK_CUR)
+
+    groups = {name.split("/")[1] for name in shapes if name.startswith("decoder/")}
+    return ModelDimensions(
+        width=shapes["encoder/conv1/bias"][0],
+        heads=int.from_bytes(values["encoder/num_heads"], "little"),
+        decoder_layers=sum(group.removeprefix("layer_").isdigit() for group in groups),
+    )
+
+
+def memory_per_window(dimensions: ModelDimensions, beam_size: int, value_bytes: int) -> int:
+    """Bytes one 30-s window needs while it is transcribed, besides the model's weights.
+
+    The encoder holds one layer's activations at a time, the largest being the attention scores
+    (heads x 1500 x 1500, twice: before and after the softmax) and the feed-forward layer (4 x width
+    per frame); beam search then keeps, for each beam, the encoder output and every decoder layer's
+    cross-attention keys and values over the 1500 frames, and its own up to 448 tokens.
+    """
+    frames, tokens, width = 1500, 448, dimensions.width
+    encoder = frames * (2 * dimensions.heads * frames + 9 * width)
+    decoder = beam_size * (frames * width + 2 * dimensions.decoder_layers * (frames + tokens) * width)
+    return (encoder + decoder) * value_bytes
+
+
+# The most windows per batched call: on a GPU throughput stops growing near 32 (on an H200 with
+# large-v3-turbo: 625, 663, 702 and 678 x realtime at 8, 16, 32 and 64); on a CPU near 8.
+MAX_BATCH_SIZE = {"cuda": 32, "cpu": 8}
+MEMORY_SHARE = 0.8  # of the free memory: the rest is left to cuBLAS workspaces and fragmentation
+FALLBACK_BATCH_SIZE = 8  # when the free memory cannot be read
+
+
+def batch_size(text: str) -> int | None:
+    """A batch size setting: `auto` (None: what fits each device) or a whole number of at least 1."""
+    if text.strip() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"batch size must be auto or a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def choose_batch_size(free_bytes: int, window_bytes: int, device_kind: str) -> int:
+    """As many windows per batch as fit in most of the free memory, at least 1, at most the cap."""
+    return max(1, min(MAX_BATCH_SIZE[device_kind], int(MEMORY_SHARE * free_bytes) // window_bytes))
+
+
+def free_memory(device_kind: str) -> int | None:
+    """Bytes free for a worker on this device (its only GPU, or the machine's memory), or None."""
+    try:
+        return _free_gpu_memory() if device_kind == "cuda" else _free_cpu_memory()
+    except (OSError, RuntimeError, ValueError) as error:
+        log.warning("free %s memory unknown (%s)", device_kind, error)
+        return None
+
+
+def _free_cpu_memory() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise ValueError("/proc/meminfo has no MemAvailable")
+
+
+def _free_gpu_memory() -> int:
+    """From the CUDA driver, in the primary context of device 0 (the worker's only GPU): the one
+    CTranslate2 loaded the model into."""
+    cuda = ctypes.CDLL("libcuda.so.1")
+
+    def call(function: str, *args) -> None:
+        if (status := getattr(cuda, function)(*args)) != 0:
+            raise RuntimeError(f"{function} returned CUDA error {status}")
+
+    device, context = ctypes.c_int(), ctypes.c_void_p()
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    call("cuInit", 0)
+    call("cuDeviceGet", ctypes.byref(device), 0)
+    call("cuDevicePrimaryCtxRetain", ctypes.byref(context), device)
+    try:
+        call("cuCtxPushCurrent_v2", context)
+        call("cuMemGetInfo_v2", ctypes.byref(free), ctypes.byref(total))
+        call("cuCtxPopCurrent_v2", ctypes.byref(context))
+    finally:
+        cuda.cuDevicePrimaryCtxRelease_v2(device)
+    return free.value
 
 
 def has_gpu() -> bool:
@@ -110,6 +232,18 @@ class WhisperTranscriber:
             cpu_threads=cpu_threads,
         )
         self.pipeline = BatchedInferencePipeline(self.model)
+        self.batch_size = self._fitting_batch_size(model_path, kind, compute_type)
+
+    @staticmethod
+    def _fitting_batch_size(model_path: str, kind: str, compute_type: str) -> int:
+        """Measured after the model is loaded, so that its weights are no longer free memory."""
+        free = free_memory(kind)
+        if free is None:
+            return FALLBACK_BATCH_SIZE
+        # Activations are computed in 16 bits only with 16-bit compute types, in 32 bits otherwise.
+        value_bytes = 2 if "16" in compute_type else 4
+        window = memory_per_window(model_dimensions(model_path), TranscribeOptions.beam_size, value_bytes)
+        return choose_batch_size(free, window, kind)
 
     @property
     def multilingual(self) -> bool:
@@ -135,7 +269,7 @@ class WhisperTranscriber:
             initial_prompt=options.initial_prompt,
             hotwords=options.hotwords,
             beam_size=options.beam_size,
-            batch_size=options.batch_size,
+            batch_size=options.batch_size or self.batch_size,
             clip_timestamps=clips,
             vad_filter=False,
             word_timestamps=True,

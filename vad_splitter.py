@@ -9,7 +9,7 @@ import functools
 import math
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -18,10 +18,16 @@ import numpy as np
 from audio import SAMPLE_RATE
 
 FRAME_SAMPLES = 512  # Silero's window at 16 kHz: one speech probability per 32 ms
-# Each stretch of audio run on its own thread starts from a fresh model state; running this much of
-# the audio before it first lets the state settle, so the stitched probabilities match one long run.
-WARMUP_FRAMES = 96  # about 3 s
-MIN_STRETCH_FRAMES = 1875  # about 60 s: shorter stretches cost more in warm-up than they save
+CONTEXT_SAMPLES = 64  # Silero sees this much of the previous frame with each frame
+# The VAD of a long file runs on stretches of this length at once, on as many threads as there are
+# cores. The first stretch is one decoded block, so that the first units go out early.
+STRETCH_FRAMES = 7500  # 4 min
+# A stretch run from a fresh state gives the same probabilities as one long run once Silero has
+# forgotten its starting state, after about a minute of audio. Its beginning is run again from the
+# previous stretch's end state, in pieces of this length, until the two runs agree within AGREEMENT:
+# far below the 5e-5 by which Silero's own TorchScript and ONNX models differ.
+FIXUP_FRAMES = 256
+AGREEMENT = 1e-5
 # Silence put between the spans of a unit, so that Whisper hears a pause where the file had one and
 # its word timings do not run from one span into the next.
 JOINT_SILENCE_S = 0.3
@@ -76,40 +82,100 @@ class WorkUnit:
 
 
 @functools.cache
-def _silero_model():
+def _silero_session():
     # Imported here, not at the top: the silero_vad package imports torch, which worker processes
     # (they only need WorkUnit) should not pay for in start time and memory.
     from silero_vad import load_silero_vad
 
-    # The "sequence" export runs hundreds of frames per ONNX call with the same result as the
-    # frame-by-frame model, several times faster.
-    return load_silero_vad(sequence=True)
+    # The "sequence" export runs many frames per ONNX call, with the LSTM state as input and
+    # output, and gives the same probabilities as the frame-by-frame model, several times faster.
+    return load_silero_vad(sequence=True).session
 
 
-def speech_probabilities(audio: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Silero's speech probability for every 32-ms frame, computed on several stretches at once."""
-    threads = threads or os.cpu_count() or 1
-    model = _silero_model()
+State = tuple[np.ndarray, np.ndarray]  # Silero's LSTM state (h, c)
+FRESH_STATE: State = (np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32))
+
+
+def _run_silero(context: np.ndarray, audio: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    """Silero's speech probability for each frame of `audio` (the last one padded with zeros),
+    starting from `state`, with `context` the samples just before `audio`. Returns the state after."""
     frame_count = math.ceil(len(audio) / FRAME_SAMPLES)
-    stretch = max(math.ceil(frame_count / threads), MIN_STRETCH_FRAMES)
+    padded = np.zeros(CONTEXT_SAMPLES + frame_count * FRAME_SAMPLES, dtype=np.float32)
+    padded[CONTEXT_SAMPLES - len(context) : CONTEXT_SAMPLES] = context
+    padded[CONTEXT_SAMPLES : CONTEXT_SAMPLES + len(audio)] = audio
+    # Each row: a frame with the end of the frame before it, as the model takes them.
+    rows = np.lib.stride_tricks.sliding_window_view(padded, CONTEXT_SAMPLES + FRAME_SAMPLES)[::FRAME_SAMPLES]
+    session, (hidden, cell) = _silero_session(), state
+    probabilities = []
+    for first in range(0, frame_count, 512):  # 512 frames per call keeps its memory small
+        values, hidden, cell = session.run(
+            ["speech_probs", "hn", "cn"], {"input": np.ascontiguousarray(rows[first : first + 512]), "h": hidden, "c": cell}
+        )
+        probabilities.append(values)
+    return np.concatenate(probabilities), (hidden, cell)
 
-    def run_stretch(first_frame: int) -> np.ndarray:
-        warmup = min(first_frame, WARMUP_FRAMES)
-        piece = audio[(first_frame - warmup) * FRAME_SAMPLES : (first_frame + stretch) * FRAME_SAMPLES]
-        return model.audio_forward(piece, SAMPLE_RATE)[warmup:]
 
-    with ThreadPoolExecutor(threads) as pool:
-        stretches = list(pool.map(run_stretch, range(0, frame_count, stretch)))
-    return np.concatenate(stretches) if stretches else np.zeros(0, dtype=np.float32)
+def _stretch_probabilities(
+    context: np.ndarray, audio: np.ndarray, fresh_end: Future, previous: tuple[Future, Future] | None
+) -> tuple[np.ndarray, State, bool]:
+    """Silero's probabilities for one stretch of the file, equal to those of one run over the whole
+    file; the state at the stretch's end; whether the stretch forgot its fresh start before its end.
 
-
-def find_speech(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[tuple[int, int]]:
-    """Speech spans as (start, end) sample indices, padded, none longer than one unit.
-
-    Silero's own state machine turns probabilities into spans; a span that would outgrow a unit is
-    split at its longest internal pause, and cut hard only where there is no pause at all.
+    The stretch runs from a fresh state, in parallel with the others, and puts the state it ended
+    in into `fresh_end`. Then its beginning runs again from the state in which the previous
+    stretch ended (`previous`: that stretch's `fresh_end` and this function's future for it).
     """
-    return _spans_from_probabilities(speech_probabilities(audio), len(audio), options)
+    probabilities, end_state = _run_silero(context, audio, FRESH_STATE)
+    fresh_end.set_result(end_state)
+    if previous is None:
+        return probabilities, end_state, True
+    previous_fresh_end, previous_done = previous
+    # The previous stretch's fresh end state is its true one once that stretch has forgotten its
+    # own fresh start, as all but very short stretches do: so stretches need not wait for each
+    # other in turn. Where the previous one had not, start again from its true end state.
+    fixed, state, agreed = _fix_start(context, audio, probabilities, previous_fresh_end.result())
+    _, previous_end, previous_agreed = previous_done.result()
+    if not previous_agreed:
+        fixed, state, agreed = _fix_start(context, audio, probabilities, previous_end)
+    return fixed, (end_state if agreed else state), agreed
+
+
+def _fix_start(
+    context: np.ndarray, audio: np.ndarray, fresh: np.ndarray, state: State
+) -> tuple[np.ndarray, State, bool]:
+    """Run the beginning of `audio` again from `state` until it agrees with the `fresh` run.
+    Returns the probabilities, the state where the new run stopped, and whether it agreed."""
+    probabilities = fresh.copy()
+    for first in range(0, len(fresh), FIXUP_FRAMES):
+        start = first * FRAME_SAMPLES
+        piece_context = audio[start - CONTEXT_SAMPLES : start] if first else context
+        piece, state = _run_silero(piece_context, audio[start : start + FIXUP_FRAMES * FRAME_SAMPLES], state)
+        probabilities[first : first + len(piece)] = piece
+        if np.abs(piece - fresh[first : first + len(piece)]).max() < AGREEMENT:
+            return probabilities, state, True
+    return probabilities, state, False
+
+
+def _stitched_probabilities(stretches: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each stretch of audio, in order, with its speech probabilities, computed on a thread per core.
+
+    A stretch's task waits only for tasks started before it, so the pool cannot deadlock.
+    """
+    threads = os.cpu_count() or 1
+    with ThreadPoolExecutor(threads) as pool:
+        running: deque = deque()
+        previous, context = None, np.zeros(0, dtype=np.float32)
+        for stretch in stretches:
+            fresh_end: Future = Future()
+            done = pool.submit(_stretch_probabilities, context, stretch, fresh_end, previous)
+            running.append((stretch, done))
+            previous, context = (fresh_end, done), stretch[-CONTEXT_SAMPLES:]
+            # Hand on what is done; wait when too much is in flight, which holds back decoding.
+            while running and (running[0][1].done() or len(running) > 2 * threads):
+                stretch, done = running.popleft()
+                yield stretch, done.result()[0]
+        for stretch, done in running:
+            yield stretch, done.result()[0]
 
 
 def _spans_from_probabilities(probabilities: np.ndarray, samples: int, options: VadOptions) -> list[tuple[int, int]]:
@@ -131,44 +197,44 @@ def _spans_from_probabilities(probabilities: np.ndarray, samples: int, options: 
 
 def split_audio(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[WorkUnit]:
     """Cut the speech in `audio` into work units; audio without speech gives no units."""
-    return list(stream_units([audio], options))
+    block = 60 * SAMPLE_RATE  # as `stream_audio` decodes it
+    return list(stream_units((audio[start : start + block] for start in range(0, len(audio), block)), options))
 
 
 def stream_units(blocks: Iterable[np.ndarray], options: VadOptions = VadOptions()) -> Iterator[WorkUnit]:
     """Work units in time order, each given out as soon as the speech in it is settled.
 
     `blocks` is the file's audio as it is decoded (every block but the last a whole number of VAD
-    frames long). The VAD of each block runs on a thread as soon as it arrives; speech is settled
-    up to the middle of the latest long silence, which no span can cross. So the first units go to
-    Whisper while the rest of a long file is still being decoded and searched for speech.
+    frames long). The VAD runs on stretches of the file on all cores while the rest is still being
+    decoded; speech is settled up to the middle of the latest long silence, which no span can
+    cross. So the first units go to Whisper while the rest of a long file is still being searched.
     """
     grouper = _UnitGrouper(options)
     settled = 0  # samples of the file before `pending_audio`
     pending_audio: list[np.ndarray] = []
     pending_probabilities: list[np.ndarray] = []
-    tail = np.zeros(0, dtype=np.float32)  # warm-up audio for the next block's VAD
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        running: deque = deque()
-        for block in blocks:
-            warm = np.concatenate([tail, block])
-            running.append((block, pool.submit(_block_probabilities, warm, len(tail) // FRAME_SAMPLES)))
-            tail = warm[-WARMUP_FRAMES * FRAME_SAMPLES :]
-            while running and (running[0][1].done() or len(running) > 2 * (os.cpu_count() or 1)):
-                block, probabilities = running.popleft()
-                pending_audio.append(block)
-                pending_probabilities.append(probabilities.result())
-                settled, pending_audio, pending_probabilities = yield from _settle(
-                    grouper, settled, pending_audio, pending_probabilities, options, final=False
-                )
-        for block, probabilities in running:
-            pending_audio.append(block)
-            pending_probabilities.append(probabilities.result())
+    for stretch, probabilities in _stitched_probabilities(_stretches(blocks)):
+        pending_audio.append(stretch)
+        pending_probabilities.append(probabilities)
+        settled, pending_audio, pending_probabilities = yield from _settle(
+            grouper, settled, pending_audio, pending_probabilities, options, final=False
+        )
+    if pending_audio:
         yield from _settle(grouper, settled, pending_audio, pending_probabilities, options, final=True)
     yield from grouper.flush()
 
 
-def _block_probabilities(warm_audio: np.ndarray, warmup_frames: int) -> np.ndarray:
-    return speech_probabilities(warm_audio, threads=1)[warmup_frames:]
+def _stretches(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """The first block alone (the sooner the first units go out), then blocks joined into stretches
+    of at least STRETCH_FRAMES."""
+    joined: list[np.ndarray] = []
+    for index, block in enumerate(blocks):
+        joined.append(block)
+        if index == 0 or sum(map(len, joined)) >= STRETCH_FRAMES * FRAME_SAMPLES:
+            yield np.concatenate(joined)
+            joined = []
+    if joined:
+        yield np.concatenate(joined)
 
 
 def _settle(grouper, settled, pending_audio, pending_probabilities, options, final):

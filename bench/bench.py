@@ -2,14 +2,22 @@
 
     python bench/bench.py                      # generates a 10-minute file, CPU, the default offline model
     python bench/bench.py talk.flac --reference talk.txt --model large-v3-turbo --devices cuda:0,cuda:1
+    python bench/bench.py talk.flac --repeat 6 --model /tmp/turbo --devices cuda:0 --fixed-tokens 100
 
 Runs, on the same model and device: (a) faster-whisper's sequential `WhisperModel.transcribe` with its VAD,
-(b) its `BatchedInferencePipeline` (batch 16), (c) this project with one worker, (d) with all workers.
-Model loading is outside every timing. The last line is
-`RESULT ours_vs_sequential=<x> ours_vs_batched=<y>`: end-to-end speed ratios of (d) against (a) and (b).
+(b) its `BatchedInferencePipeline` (batch 16), (c) this project with one worker, (d) with all workers
+(when there are several). Model loading is outside every timing. The last line is
+`RESULT ours_vs_sequential=<x> ours_vs_batched=<y>`: end-to-end speed ratios of ours (the run with all
+workers) against (a) and (b).
+
+`--fixed-tokens N` is for models with random weights (the GPU kit's): their text is garbage and
+where it ends is chance, so every 30-s window is made to decode exactly N tokens in every run.
+Where PyAV is not installed (on the GPU kit's machine it does not fit beside CTranslate2), every run
+reads the file with soundfile instead: a 16 kHz mono WAV or FLAC, such as the generated one.
 """
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -23,17 +31,24 @@ import soundfile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio  # noqa: E402
+import av  # noqa: E402
+from faster_whisper import BatchedInferencePipeline, WhisperModel  # noqa: E402
 
-import speech  # noqa: E402  (the tests' espeak-ng speech, so the reference text is known)
-from helpers import word_error_rate  # noqa: E402
+from audio import SAMPLE_RATE, load_audio  # noqa: E402
 from parallel_transcriber import ModelSpec, ParallelTranscriber, parse_devices  # noqa: E402
 from pipeline import transcribe_file  # noqa: E402
 from transcriber import TranscribeOptions, WhisperTranscriber, model_label, resolve_model  # noqa: E402
+from vad_splitter import VadOptions, split_audio  # noqa: E402
+
+# The GPU kit puts an empty stand-in module where PyAV is not installed.
+HAVE_PYAV = hasattr(av, "open")
+BLOCK_SAMPLES = 60 * SAMPLE_RATE  # as the app decodes
 
 
 def generate_talk(path: Path, minutes: float) -> str:
     """A long file of the test sentences in varied order with pauses of 0.3-3 s; returns its text."""
+    import speech  # the tests' espeak-ng speech, so that the reference text is known
+
     random = np.random.default_rng(1)
     voices = {sentence: speech.speak(sentence) for sentence in speech.SENTENCES}
     pieces, texts, seconds = [speech.silence(1.0)], [], 1.0
@@ -42,47 +57,74 @@ def generate_talk(path: Path, minutes: float) -> str:
         pause = speech.silence(float(random.choice([0.3, 0.5, 0.8, 1.2, 2.0, 3.0])))
         pieces += [voices[sentence], pause]
         texts.append(sentence)
-        seconds += (len(voices[sentence]) + len(pause)) / speech.SAMPLE_RATE
-    soundfile.write(path, np.concatenate(pieces), speech.SAMPLE_RATE)
+        seconds += (len(voices[sentence]) + len(pause)) / SAMPLE_RATE
+    soundfile.write(path, np.concatenate(pieces), SAMPLE_RATE)
     return " ".join(texts)
 
 
-def run_faster_whisper(model: WhisperModel, path: Path, batched: bool) -> dict:
+def read_audio(path: Path) -> np.ndarray:
+    return load_audio(path) if HAVE_PYAV else soundfile.read(path, dtype="float32")[0]
+
+
+def read_blocks(path: Path):
+    """The file block by block as `stream_audio` gives it, for where PyAV is not installed."""
+    if soundfile.info(str(path)).samplerate != SAMPLE_RATE or soundfile.info(str(path)).channels != 1:
+        raise SystemExit(f"{path}: without PyAV the file must be 16 kHz mono")
+    return soundfile.blocks(str(path), blocksize=BLOCK_SAMPLES, dtype="float32")
+
+
+def fixed_decoding(fixed_tokens: int | None, end_of_text: int) -> dict:
+    """What makes every window decode exactly `fixed_tokens` tokens: no end-of-text until then."""
+    return {"max_new_tokens": fixed_tokens, "suppress_tokens": [end_of_text]} if fixed_tokens else {}
+
+
+class FixedDecodingTranscriber(WhisperTranscriber):
+    """This project's engine, with every window decoding exactly FIXED_TOKENS tokens (from the
+    environment, because worker processes get the class, not an instance)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        end_of_text = self.model.hf_tokenizer.token_to_id("<|endoftext|>")
+        extra = fixed_decoding(int(os.environ["FIXED_TOKENS"]), end_of_text)
+        self.pipeline.transcribe = functools.partial(self.pipeline.transcribe, **extra)
+
+
+def run_faster_whisper(model: WhisperModel, path: Path, batched: bool, fixed_tokens: int | None) -> dict:
+    extra = fixed_decoding(fixed_tokens, model.hf_tokenizer.token_to_id("<|endoftext|>"))
     started = time.perf_counter()
-    audio = decode_audio(str(path))
+    audio = read_audio(path)
     decoded = time.perf_counter()
     if batched:
-        segments, _ = BatchedInferencePipeline(model).transcribe(audio, batch_size=16, word_timestamps=True)
+        pipeline = BatchedInferencePipeline(model)
+        segments, _ = pipeline.transcribe(audio, batch_size=16, word_timestamps=True, **extra)
     else:
-        segments, _ = model.transcribe(audio, vad_filter=True, word_timestamps=True)
+        segments, _ = model.transcribe(audio, vad_filter=True, word_timestamps=True, **extra)
     text = " ".join(segment.text for segment in segments)  # the generator does the work
     finished = time.perf_counter()
     stages = {"decode": decoded - started, "vad+transcribe": finished - decoded}
-    return {"text": text, "stages": stages, "seconds": finished - started, "duration": len(audio) / 16000}
+    return {"text": text, "stages": stages, "seconds": finished - started, "duration": len(audio) / SAMPLE_RATE}
 
 
 def run_ours(pool: ParallelTranscriber, path: Path) -> dict:
     started = time.perf_counter()
-    transcript = transcribe_file(path, pool)
+    transcript = transcribe_file(path, pool, blocks=None if HAVE_PYAV else read_blocks(path))
     seconds = time.perf_counter() - started
     text = " ".join(cue.text.replace("\n", " ") for cue in transcript.cues)
     return {"text": text, "stages": transcript.stage_seconds, "seconds": seconds, "duration": transcript.duration}
 
 
-def run_vad_comparison(path: Path) -> dict:
-    """Our stitched, multi-threaded Silero against the silero-vad package's own function."""
+def run_vad_comparison(audio: np.ndarray) -> dict:
+    """Our VAD, as the pipeline runs it (stitched stretches on every core), against the silero-vad
+    package's own `get_speech_timestamps` with the same options."""
     import torch
     from silero_vad import get_speech_timestamps, load_silero_vad
 
-    from audio import load_audio
-    from vad_splitter import VadOptions, find_speech, speech_probabilities
-
-    audio = load_audio(path)
     options = VadOptions()
-    speech_probabilities(audio[:16000])  # load the ONNX model outside the timing
+    split_audio(audio[: 2 * SAMPLE_RATE])  # loads the ONNX model outside the timing
     started = time.perf_counter()
-    ours = find_speech(audio, options)
+    units = split_audio(audio, options)
     ours_s = time.perf_counter() - started
+    ours = [(round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)) for unit in units for start, end in unit.spans]
     model = load_silero_vad()
     started = time.perf_counter()
     theirs = get_speech_timestamps(
@@ -92,10 +134,9 @@ def run_vad_comparison(path: Path) -> dict:
     )
     theirs_s = time.perf_counter() - started
     theirs = [(span["start"], span["end"]) for span in theirs]
-    same_count = len(ours) == len(theirs)
     worst_ms = max((abs(a - b) for x, y in zip(ours, theirs) for a, b in zip(x, y)), default=0) / 16
     return {"ours_s": ours_s, "silero_s": theirs_s, "speedup": theirs_s / ours_s, "spans": [len(ours), len(theirs)],
-            "same_span_count": same_count, "worst_edge_ms": worst_ms, "duration": len(audio) / 16000}
+            "same_span_count": len(ours) == len(theirs), "worst_edge_ms": worst_ms, "duration": len(audio) / SAMPLE_RATE}
 
 
 def _time_transcription(model_path: str, units: list) -> float:
@@ -107,13 +148,10 @@ def _time_transcription(model_path: str, units: list) -> float:
     return time.perf_counter() - started
 
 
-def cpu_scaling_ceiling(path: Path, model_path: str, processes: int) -> dict:
+def cpu_scaling_ceiling(audio: np.ndarray, model_path: str, processes: int) -> dict:
     """How much faster `processes` independent single-thread processes are than one, on the same
     units, with no pool, no parent and no scheduling: the most any worker pool could get here."""
-    from audio import load_audio
-    from vad_splitter import split_audio
-
-    units = split_audio(load_audio(path))
+    units = split_audio(audio)
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         alone = pool.apply(_time_transcription, (model_path, units))
@@ -123,77 +161,108 @@ def cpu_scaling_ceiling(path: Path, model_path: str, processes: int) -> dict:
     return {"one_process_s": alone, "processes": processes, "together_s": together, "speedup": alone / together}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("audio", nargs="?", help="a long file (default: generate a 10-minute one)")
-    parser.add_argument("--reference", help="a text file with what is said in AUDIO")
-    parser.add_argument("--minutes", type=float, default=10.0, help="length of the generated file")
-    parser.add_argument("--model", help="default: the project's default model")
-    parser.add_argument("--devices", default="auto",
-                        help="for (d) (auto: every GPU, else one CPU worker per core); (a), (b) and (c) use the first")
-    parser.add_argument("--compute-type", help="default: float16 on GPU, int8 on CPU")
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
-
-    work = ROOT / "bench" / "out"
-    work.mkdir(parents=True, exist_ok=True)
+def prepare_audio(args: argparse.Namespace, work: Path) -> tuple[Path, str | None]:
+    """The file to run on (generated, or given and repeated `--repeat` times) and its text if known."""
     if args.audio:
         path, reference = Path(args.audio), Path(args.reference).read_text() if args.reference else None
     else:
         path = work / f"talk-{args.minutes:g}min.flac"
         reference = generate_talk(path, args.minutes)
+    if args.repeat > 1:
+        repeated = work / f"{path.stem}-x{args.repeat}.flac"
+        soundfile.write(repeated, np.tile(read_audio(path), args.repeat), SAMPLE_RATE)
+        path, reference = repeated, " ".join([reference] * args.repeat) if reference else None
+    return path, reference
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("audio", nargs="?", help="a long file (default: generate a 10-minute one)")
+    parser.add_argument("--reference", help="a text file with what is said in AUDIO")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the generated file")
+    parser.add_argument("--repeat", type=int, default=1, help="run on the file played this many times over")
+    parser.add_argument("--model", help="default: the project's default model")
+    parser.add_argument("--devices", default="auto",
+                        help="for (d) (auto: every GPU, else one CPU worker per core); (a), (b) and (c) use the first")
+    parser.add_argument("--compute-type", help="default: float16 on GPU, int8 on CPU")
+    parser.add_argument("--fixed-tokens", type=int, help="decode exactly this many tokens per window (random weights)")
+    parser.add_argument("--vad-minutes", type=float, default=10.0,
+                        help="compare the VAD with silero-vad's own on this much of the file (theirs is slow)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    work = ROOT / "bench" / "out"
+    work.mkdir(parents=True, exist_ok=True)
+    path, reference = prepare_audio(args, work)
     model_path = resolve_model(args.model)
     devices = parse_devices(args.devices)
     kind, _, index = devices[0].partition(":")
     compute_type = args.compute_type or ("float16" if kind == "cuda" else "int8")
-    results = {"vad": run_vad_comparison(path)}
+    engine = WhisperTranscriber
+    if args.fixed_tokens:
+        os.environ["FIXED_TOKENS"] = str(args.fixed_tokens)
+        engine = FixedDecodingTranscriber
+    audio = read_audio(path)
+    results = {"vad": run_vad_comparison(audio[: int(args.vad_minutes * 60 * SAMPLE_RATE)])}
+    started = time.perf_counter()
+    split_audio(audio)
+    vad_whole_s = time.perf_counter() - started
 
     # faster-whisper gets every core of the machine, as a user running it alone would give it.
     model = WhisperModel(model_path, device=kind, device_index=int(index or 0), compute_type=compute_type,
                          cpu_threads=os.cpu_count() if kind == "cpu" else 0)
-    results["a sequential"] = run_faster_whisper(model, path, batched=False)
-    results["b batched-16"] = run_faster_whisper(model, path, batched=True)
+    results["a sequential"] = run_faster_whisper(model, path, batched=False, fixed_tokens=args.fixed_tokens)
+    results["b batched-16"] = run_faster_whisper(model, path, batched=True, fixed_tokens=args.fixed_tokens)
     del model
-    runs = {"c ours 1 worker": (devices[:1], None), f"d ours {len(devices)} workers": (devices, None)}
+    runs = {"c ours 1 worker": (devices[:1], None)}
+    if len(devices) > 1:
+        runs[f"d ours {len(devices)} workers"] = (devices, None)
     if kind == "cpu":
         # One CPU worker already spreads over every core through CTranslate2's threads; this run
         # shows how workers scale when each has one core.
         runs["c1 ours 1 worker 1 thread"] = (devices[:1], 1)
     for name, (worker_devices, threads) in runs.items():
-        spec = ModelSpec(model_path, name=model_label(args.model), compute_type=args.compute_type, cpu_threads=threads)
+        spec = ModelSpec(model_path, name=model_label(args.model), compute_type=args.compute_type,
+                         cpu_threads=threads, engine=engine)
         with ParallelTranscriber(spec, worker_devices) as pool:
             results[name] = run_ours(pool, path)
     if kind == "cpu" and len(devices) > 1:
-        results["ceiling"] = cpu_scaling_ceiling(path, model_path, len(devices))
-    ours_name = f"d ours {len(devices)} workers"
+        results["ceiling"] = cpu_scaling_ceiling(audio, model_path, len(devices))
+    ours_name = list(runs)[1] if len(devices) > 1 else "c ours 1 worker"
 
-    print(f"\n{path.name}: {results['vad']['duration']:.0f} s of audio, model {model_label(args.model)}, "
-          f"devices {','.join(devices)}")
+    print(f"\n{path.name}: {len(audio) / SAMPLE_RATE:.0f} s of audio, model {model_label(args.model)}, "
+          f"devices {','.join(devices)}, {os.cpu_count()} cores")
     vad = results["vad"]
-    print(f"VAD: ours {vad['ours_s']:.2f} s, silero-vad get_speech_timestamps {vad['silero_s']:.2f} s "
-          f"({vad['speedup']:.1f}x); spans {vad['spans'][0]} vs {vad['spans'][1]}, worst edge {vad['worst_edge_ms']:.0f} ms")
-    print(f"{'run':<20} {'x realtime':>10} {'seconds':>8} {'WER':>6}  stages (s)")
-    for name, result in results.items():
-        if name in ("vad", "ceiling"):
-            continue
+    print(f"VAD on the first {vad['duration']:.0f} s: ours {vad['ours_s']:.2f} s, silero-vad get_speech_timestamps "
+          f"{vad['silero_s']:.2f} s ({vad['speedup']:.1f}x); spans {vad['spans'][0]} vs {vad['spans'][1]}, "
+          f"worst edge {vad['worst_edge_ms']:.0f} ms")
+    results["vad_whole_file_s"] = vad_whole_s
+    print(f"VAD alone on the whole file: {vad_whole_s:.2f} s, "
+          f"{100 * vad_whole_s / results[ours_name]['seconds']:.1f} % of ours end to end")
+    print(f"{'run':<26} {'x realtime':>10} {'seconds':>8} {'WER':>6}  stages (s)")
+    if reference:
+        from helpers import word_error_rate  # jiwer: not needed where the text is not known
+    for name in ["a sequential", "b batched-16", *runs]:
+        result = results[name]
         result["x_realtime"] = result["duration"] / result["seconds"]
         result["wer"] = word_error_rate(reference, result["text"]) if reference else None
         wer = f"{100 * result['wer']:5.1f}%" if reference else "   -  "
         stages = ", ".join(f"{stage} {value:.2f}" for stage, value in result["stages"].items())
-        print(f"{name:<20} {result['x_realtime']:>10.1f} {result['seconds']:>8.2f} {wer}  {stages}")
+        print(f"{name:<26} {result['x_realtime']:>10.1f} {result['seconds']:>8.2f} {wer}  {stages}")
     ours = results[ours_name]["seconds"]
-    scaling_base = results.get("c1 ours 1 worker 1 thread", results["c ours 1 worker"])["seconds"]
-    print(f"ours = {ours_name}; {len(devices)} workers against 1 worker of one core: "
-          f"{scaling_base / results[f'd ours {len(devices)} workers']['seconds']:.2f}x")
-    if "ceiling" in results:
+    if kind == "cpu" and len(devices) > 1:
         ceiling = results["ceiling"]
-        print(f"ceiling: {ceiling['processes']} bare single-thread processes against 1, same units: "
-              f"{ceiling['speedup']:.2f}x ({ceiling['one_process_s']:.1f} s alone, {ceiling['together_s']:.1f} s together)")
+        print(f"{len(devices)} workers against 1 worker of one core: "
+              f"{results['c1 ours 1 worker 1 thread']['seconds'] / ours:.2f}x; ceiling, {ceiling['processes']} bare "
+              f"single-thread processes against 1 on the same units: {ceiling['speedup']:.2f}x "
+              f"({ceiling['one_process_s']:.1f} s alone, {ceiling['together_s']:.1f} s together)")
     if args.json:
         for result in results.values():
-            result.pop("text", None)
+            if isinstance(result, dict):
+                result.pop("text", None)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"ours = {ours_name}")
     print(f"RESULT ours_vs_sequential={results['a sequential']['seconds'] / ours:.2f} "
           f"ours_vs_batched={results['b batched-16']['seconds'] / ours:.2f}")
 

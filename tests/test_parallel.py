@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from audio import load_audio
-from engines import POISON_INDEX, CrashingTranscriber
+from engines import POISON_INDEX, CrashingTranscriber, ShortOfMemoryTranscriber
 from parallel_transcriber import JobFailed, ParallelTranscriber, parse_devices
 from pipeline import transcribe_file
 from transcriber import TranscribeOptions
@@ -126,6 +126,20 @@ def test_a_unit_that_always_kills_its_worker_fails_its_job_and_the_next_job_work
             job.segments()
         assert transcribe_file(jfk[0], pool).cues
         assert wait_for(lambda: pool.model_loads == 2 + 3), pool.model_loads  # one load for each replacement
+
+
+def test_a_batch_out_of_memory_is_done_in_halves_and_the_worker_keeps_the_smaller_size(model_spec, jfk, one_worker, capfd):
+    units = copies(split_audio(load_audio(jfk[0])), 18)
+    expected = one_worker.submit(units, SMALL_BATCHES).segments()
+    spec = replace(model_spec, engine=ShortOfMemoryTranscriber)  # more than 2 windows at once fail
+    with ParallelTranscriber(spec, ["cpu"]) as pool:
+        first = pool.submit(units, TranscribeOptions()).segments()
+        second = pool.submit(units, TranscribeOptions()).segments()
+    assert [s.text for s in first] == [s.text for s in expected] == [s.text for s in second]
+    messages = [line for line in capfd.readouterr().err.splitlines() if "out of memory with" in line]
+    # The first job's first batch (8 windows) shrinks the worker's batch size to 4, then 2; the
+    # second job's batches are no bigger than 2, so they never run out of memory.
+    assert messages == ["[cpu] out of memory with 8 windows: batch size now 4", "[cpu] out of memory with 4 windows: batch size now 2"]
 
 
 def test_an_error_inside_a_unit_fails_the_job_but_keeps_the_worker(two_workers, jfk):
