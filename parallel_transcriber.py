@@ -231,6 +231,11 @@ class ParallelTranscriber:
         with self._loads_changed:
             return self._loads
 
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The batch size each worker chose from its device's free memory when its model loaded."""
+        return [worker.batch_size for worker in self._workers]
+
     def worker_pids(self) -> list[int]:
         return [pid for worker in self._workers for pid in worker.executor._processes]
 
@@ -385,16 +390,23 @@ class ParallelTranscriber:
             for worker_index, worker in enumerate(self._workers):
                 if worker.in_flight > slot:
                     continue
-                job = next((job for job in self._jobs if worker_index in job.worker_indexes and self._has_work(job)), None)
+                job = next(
+                    (job for job in self._jobs if worker_index in job.worker_indexes and self._has_work(job, worker, slot)),
+                    None,
+                )
                 if job is not None:
                     self._jobs.remove(job)
                     self._jobs.append(job)
                     self._send(worker, job)
 
     @staticmethod
-    def _has_work(job: Job) -> bool:
+    def _has_work(job: Job, worker: _Worker, slot: int) -> bool:
         if job.language is None:
             return not job.detecting and bool(job.units)
+        if slot > 0 and not job.closed:
+            # A batch to queue behind a running one waits to be full while the file's units are
+            # still coming: the running batch gives them time to arrive, and full batches are faster.
+            return len(job.pending) >= (job.options.batch_size or worker.batch_size)
         return bool(job.pending)
 
     def _send(self, worker: _Worker, job: Job) -> None:
@@ -404,9 +416,11 @@ class ParallelTranscriber:
             units = [min(job.units, key=lambda unit: unit.index)]
             future = self._submit(worker, _detect_language, units[0])
         else:
-            # Full batches while there is plenty to do; smaller ones towards the end, so that the
-            # workers finish together instead of one finishing a big last batch alone.
-            share = math.ceil(len(job.pending) / (len(job.worker_indexes) * BATCHES_IN_FLIGHT))
+            # Full batches while there is plenty to do; with several workers, smaller ones towards
+            # the end, so that they finish together instead of one finishing a big last batch alone.
+            # (One worker has no one to wait for, and a GPU is faster with fuller batches.)
+            workers = len(job.worker_indexes)
+            share = math.ceil(len(job.pending) / (workers * BATCHES_IN_FLIGHT)) if workers > 1 else len(job.pending)
             batch_size = job.options.batch_size or worker.batch_size
             units = [job.pending.popleft() for _ in range(min(batch_size, share))]
             future = self._submit(worker, _transcribe_units, units, job.options)

@@ -1,8 +1,8 @@
 """Find speech with Silero VAD and cut it into work units of at most 30 s for batched Whisper.
 
 A work unit is one or more speech spans of the file, joined with a short fixed silence between them
-(the file's longer silences left out), so that each 30-s Whisper window is filled with speech. The unit keeps where its spans came from,
-so that times inside the unit map back to times in the file.
+(the file's longer silences left out), so that each 30-s Whisper window is filled with speech. The
+unit keeps where its spans came from, so that times inside the unit map back to times in the file.
 """
 
 import functools
@@ -125,7 +125,11 @@ def _stretch_probabilities(
     in into `fresh_end`. Then its beginning runs again from the state in which the previous
     stretch ended (`previous`: that stretch's `fresh_end` and this function's future for it).
     """
-    probabilities, end_state = _run_silero(context, audio, FRESH_STATE)
+    try:
+        probabilities, end_state = _run_silero(context, audio, FRESH_STATE)
+    except BaseException as error:  # the next stretch waits for `fresh_end`: it must not wait forever
+        fresh_end.set_exception(error)
+        raise
     fresh_end.set_result(end_state)
     if previous is None:
         return probabilities, end_state, True

@@ -11,7 +11,7 @@ Runs, on the same model and device: (a) faster-whisper's sequential `WhisperMode
 workers) against (a) and (b).
 
 `--fixed-tokens N` is for models with random weights (the GPU kit's): their text is garbage and
-where it ends is chance, so every 30-s window is made to decode exactly N tokens in every run.
+where it ends is chance, so every 30-s window is made to decode exactly N tokens, once, in every run.
 Where PyAV is not installed (on the GPU kit's machine it does not fit beside CTranslate2), every run
 reads the file with soundfile instead: a 16 kHz mono WAV or FLAC, such as the generated one.
 """
@@ -74,8 +74,11 @@ def read_blocks(path: Path):
 
 
 def fixed_decoding(fixed_tokens: int | None, end_of_text: int) -> dict:
-    """What makes every window decode exactly `fixed_tokens` tokens: no end-of-text until then."""
-    return {"max_new_tokens": fixed_tokens, "suppress_tokens": [end_of_text]} if fixed_tokens else {}
+    """What makes every window decode exactly `fixed_tokens` tokens once: no end-of-text until then,
+    and no second try at a higher temperature, which random text would always set off."""
+    if not fixed_tokens:
+        return {}
+    return {"max_new_tokens": fixed_tokens, "suppress_tokens": [end_of_text], "temperature": 0.0}
 
 
 class FixedDecodingTranscriber(WhisperTranscriber):
@@ -226,6 +229,7 @@ def main() -> None:
                          cpu_threads=threads, engine=engine)
         with ParallelTranscriber(spec, worker_devices) as pool:
             results[name] = run_ours(pool, path)
+            results[name]["batch_sizes"] = pool.batch_sizes
     if kind == "cpu" and len(devices) > 1:
         results["ceiling"] = cpu_scaling_ceiling(audio, model_path, len(devices))
     ours_name = list(runs)[1] if len(devices) > 1 else "c ours 1 worker"
@@ -248,7 +252,8 @@ def main() -> None:
         result["wer"] = word_error_rate(reference, result["text"]) if reference else None
         wer = f"{100 * result['wer']:5.1f}%" if reference else "   -  "
         stages = ", ".join(f"{stage} {value:.2f}" for stage, value in result["stages"].items())
-        print(f"{name:<26} {result['x_realtime']:>10.1f} {result['seconds']:>8.2f} {wer}  {stages}")
+        batches = f", batch sizes {result['batch_sizes']}" if "batch_sizes" in result else ""
+        print(f"{name:<26} {result['x_realtime']:>10.1f} {result['seconds']:>8.2f} {wer}  {stages}{batches}")
     ours = results[ours_name]["seconds"]
     if kind == "cpu" and len(devices) > 1:
         ceiling = results["ceiling"]

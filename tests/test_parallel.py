@@ -11,7 +11,7 @@ from audio import load_audio
 from engines import POISON_INDEX, CrashingTranscriber, ShortOfMemoryTranscriber
 from parallel_transcriber import JobFailed, ParallelTranscriber, parse_devices
 from pipeline import transcribe_file
-from transcriber import TranscribeOptions
+from transcriber import MAX_BATCH_SIZE, TranscribeOptions
 from vad_splitter import WorkUnit, split_audio
 
 SMALL_BATCHES = TranscribeOptions(batch_size=1)
@@ -78,8 +78,11 @@ def test_three_jobs_load_nothing_more(model_spec, jfk, caplog):
         for _ in range(3):
             assert transcribe_file(jfk[0], pool).cues
         assert pool.model_loads == 2
+        # Gigabytes are free for tiny.en's quarter of a gigabyte per window: the CPU cap applies.
+        assert pool.batch_sizes == [MAX_BATCH_SIZE["cpu"]] * 2
     loads = [r.getMessage() for r in caplog.records if "model loaded" in r.getMessage()]
     assert len(loads) == 2 and all(line.startswith("[cpu] model loaded: tiny.en (") for line in loads)
+    assert all(line.endswith(f"batch size {MAX_BATCH_SIZE['cpu']}") for line in loads)
     done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("job ")]
     assert len(done) == 3 and all("x realtime) on 2 workers" in line for line in done)
     assert any(r.getMessage().startswith("[cpu] unit 0 (") for r in caplog.records)

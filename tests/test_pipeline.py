@@ -1,6 +1,7 @@
 """The command-line pipeline on real audio with the real tiny.en model."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -128,6 +129,29 @@ def test_vad_finds_the_same_spans_as_silero_itself(long_audio_and_silero_spans, 
     spans = [(round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)) for unit in split_audio(audio) for start, end in unit.spans]
     assert len(silero_spans) > 60
     assert spans == silero_spans
+
+
+def test_a_failing_vad_stretch_raises_instead_of_hanging(monkeypatch):
+    real_run = vad_splitter._run_silero
+
+    def run_without_memory(context, audio, state):
+        if state is vad_splitter.FRESH_STATE and len(audio) > 2 * 60 * SAMPLE_RATE:  # the 4-minute stretch
+            raise MemoryError("no memory left for the VAD")
+        return real_run(context, audio, state)
+
+    monkeypatch.setattr(vad_splitter, "_run_silero", run_without_memory)
+    outcome: list[BaseException] = []
+
+    def split():
+        try:
+            split_audio(np.zeros(6 * 60 * SAMPLE_RATE, dtype=np.float32))
+        except MemoryError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=split, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and [str(error) for error in outcome] == ["no memory left for the VAD"]
 
 
 def test_long_speech_without_pauses_is_split_below_the_window():
