@@ -75,7 +75,7 @@ def model_dimensions(model_path: str) -> ModelDimensions:
 
         version, _spec, _revision, count = read("I"), read_text(), read("I"), read("I")[0]
         if version != (6,):
-            raise ModelError(f"{model_path}: model.bin format {version[0]} is not supported (6 is)")
+            raise ValueError(f"model.bin format {version[0]} is not the one read here (6)")
         for _ in range(count):
             name = read_text()
             (rank,) = read("B")
@@ -238,11 +238,16 @@ class WhisperTranscriber:
     def _fitting_batch_size(model_path: str, kind: str, compute_type: str) -> int:
         """Measured after the model is loaded, so that its weights are no longer free memory."""
         free = free_memory(kind)
+        try:
+            dimensions = model_dimensions(model_path)
+        except (OSError, ValueError, KeyError, struct.error) as error:
+            log.warning("model dimensions unknown (%s)", error)
+            free = None
         if free is None:
             return FALLBACK_BATCH_SIZE
         # Activations are computed in 16 bits only with 16-bit compute types, in 32 bits otherwise.
         value_bytes = 2 if "16" in compute_type else 4
-        window = memory_per_window(model_dimensions(model_path), TranscribeOptions.beam_size, value_bytes)
+        window = memory_per_window(dimensions, TranscribeOptions.beam_size, value_bytes)
         return choose_batch_size(free, window, kind)
 
     @property

@@ -18,12 +18,13 @@ from transcriber import (
 GIB = 2**30
 
 
-def write_model_header(path, variables):
-    """A CTranslate2 model.bin (format 6) holding `variables`: name -> (shape, int16 value or None)."""
+def write_model_header(path, variables, version=6):
+    """A CTranslate2 model.bin holding `variables`: name -> (shape, int16 value or None)."""
+
     def text(value: str) -> bytes:
         return struct.pack("H", len(value) + 1) + value.encode() + b"\0"
 
-    body = struct.pack("I", 6) + text("WhisperSpec") + struct.pack("I", 3) + struct.pack("I", len(variables))
+    body = struct.pack("I", version) + text("WhisperSpec") + struct.pack("I", 3) + struct.pack("I", len(variables))
     for name, (shape, value) in variables.items():
         data = struct.pack("h", value) if value is not None else bytes(2 * shape[0])
         body += text(name) + struct.pack("B", len(shape)) + struct.pack(f"{len(shape)}I", *shape)
@@ -44,6 +45,12 @@ def test_dimensions_of_a_large_v3_turbo_header(tmp_path):
     variables["decoder/layer_norm/gamma"] = ((8,), None)  # a "layer_" name that is not a layer
     write_model_header(tmp_path, dict(sorted(variables.items())))
     assert model_dimensions(str(tmp_path)) == ModelDimensions(width=1280, heads=20, decoder_layers=4)
+
+
+def test_a_model_file_of_another_format_is_refused_not_misread(tmp_path):
+    write_model_header(tmp_path, {"encoder/conv1/bias": ((1280,), None)}, version=5)
+    with pytest.raises(ValueError, match="format 5"):
+        model_dimensions(str(tmp_path))
 
 
 TURBO = ModelDimensions(width=1280, heads=20, decoder_layers=4)
