@@ -33,6 +33,14 @@ def test_jfk_words_match_the_reference(jfk_transcript, jfk):
     assert word_error_rate(jfk[1], text) <= 0.10, text
 
 
+def test_audio_decoded_by_the_caller_gives_the_same_transcript(jfk_transcript, two_workers, jfk):
+    transcript = transcribe_file(jfk[0], two_workers, blocks=iter([load_audio(jfk[0])]))  # 11 s: one block
+    assert transcript.duration == jfk_transcript.duration
+    assert [(w.start, w.end, w.text) for s in transcript.segments for w in s.words] == [
+        (w.start, w.end, w.text) for s in jfk_transcript.segments for w in s.words
+    ]
+
+
 def test_jfk_srt_parses_and_lies_within_the_audio(jfk_transcript):
     cues = list(srt.parse(render(jfk_transcript, "srt")))
     assert cues and [cue.index for cue in cues] == list(range(1, len(cues) + 1))
