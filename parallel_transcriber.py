@@ -416,11 +416,14 @@ class ParallelTranscriber:
             units = [min(job.units, key=lambda unit: unit.index)]
             future = self._submit(worker, _detect_language, units[0])
         else:
-            # Full batches while there is plenty to do; with several workers, smaller ones towards
-            # the end, so that they finish together instead of one finishing a big last batch alone.
-            # (One worker has no one to wait for, and a GPU is faster with fuller batches.)
+            # Full batches while there is plenty to do; once all of a file's units are known and
+            # several workers share them, smaller ones towards the end, so that the workers finish
+            # together instead of one finishing a big last batch alone. (A GPU is faster with fuller
+            # batches, and one worker has no one to wait for.)
             workers = len(job.worker_indexes)
-            share = math.ceil(len(job.pending) / (workers * BATCHES_IN_FLIGHT)) if workers > 1 else len(job.pending)
+            share = len(job.pending)
+            if job.closed and workers > 1:
+                share = math.ceil(share / (workers * BATCHES_IN_FLIGHT))
             batch_size = job.options.batch_size or worker.batch_size
             units = [job.pending.popleft() for _ in range(min(batch_size, share))]
             future = self._submit(worker, _transcribe_units, units, job.options)
