@@ -128,8 +128,8 @@ def long_audio_and_silero_spans(composition):
 
 
 # With the default, the VAD runs on stretches of 1, 4 and 2.5 minutes in parallel; with 1, every
-# decoded minute is its own stretch, too short to forget its fresh start, so each stretch starts
-# again from the previous one's true end state.
+# decoded minute is its own stretch, often too short to forget its fresh start, so that the next
+# stretch has to start again from the true end state (both paths were seen taken).
 @pytest.mark.parametrize("stretch_frames", [vad_splitter.STRETCH_FRAMES, 1])
 def test_vad_finds_the_same_spans_as_silero_itself(long_audio_and_silero_spans, stretch_frames, monkeypatch):
     monkeypatch.setattr(vad_splitter, "STRETCH_FRAMES", stretch_frames)
