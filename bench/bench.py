@@ -217,9 +217,8 @@ def main() -> None:
     results["a sequential"] = run_faster_whisper(model, path, batched=False, fixed_tokens=args.fixed_tokens)
     results["b batched-16"] = run_faster_whisper(model, path, batched=True, fixed_tokens=args.fixed_tokens)
     del model
-    runs = {"c ours 1 worker": (devices[:1], None)}
-    if len(devices) > 1:
-        runs[f"d ours {len(devices)} workers"] = (devices, None)
+    ours_name = f"d ours {len(devices)} workers" if len(devices) > 1 else "c ours 1 worker"
+    runs = {"c ours 1 worker": (devices[:1], None), ours_name: (devices, None)}
     if kind == "cpu":
         # One CPU worker already spreads over every core through CTranslate2's threads; this run
         # shows how workers scale when each has one core.
@@ -232,7 +231,6 @@ def main() -> None:
             results[name]["batch_sizes"] = pool.batch_sizes
     if kind == "cpu" and len(devices) > 1:
         results["ceiling"] = cpu_scaling_ceiling(audio, model_path, len(devices))
-    ours_name = list(runs)[1] if len(devices) > 1 else "c ours 1 worker"
 
     print(f"\n{path.name}: {len(audio) / SAMPLE_RATE:.0f} s of audio, model {model_label(args.model)}, "
           f"devices {','.join(devices)}, {os.cpu_count()} cores")
