@@ -37,8 +37,9 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel  # noqa: E402
 from audio import SAMPLE_RATE, load_audio  # noqa: E402
 from parallel_transcriber import ModelSpec, ParallelTranscriber, parse_devices  # noqa: E402
 from pipeline import transcribe_file  # noqa: E402
+from reference_vad import silero_spans, unit_spans  # noqa: E402
 from transcriber import TranscribeOptions, WhisperTranscriber, model_label, resolve_model  # noqa: E402
-from vad_splitter import VadOptions, split_audio  # noqa: E402
+from vad_splitter import split_audio  # noqa: E402
 
 # The GPU kit puts an empty stand-in module where PyAV is not installed.
 HAVE_PYAV = hasattr(av, "open")
@@ -119,24 +120,13 @@ def run_ours(pool: ParallelTranscriber, path: Path) -> dict:
 def run_vad_comparison(audio: np.ndarray) -> dict:
     """Our VAD, as the pipeline runs it (stitched stretches on every core), against the silero-vad
     package's own `get_speech_timestamps` with the same options."""
-    import torch
-    from silero_vad import get_speech_timestamps, load_silero_vad
-
-    options = VadOptions()
     split_audio(audio[: 2 * SAMPLE_RATE])  # loads the ONNX model outside the timing
     started = time.perf_counter()
-    units = split_audio(audio, options)
+    ours = unit_spans(split_audio(audio))
     ours_s = time.perf_counter() - started
-    ours = [(round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)) for unit in units for start, end in unit.spans]
-    model = load_silero_vad()
     started = time.perf_counter()
-    theirs = get_speech_timestamps(
-        torch.from_numpy(audio), model, threshold=options.threshold, min_speech_duration_ms=options.min_speech_ms,
-        max_speech_duration_s=options.max_unit_s, min_silence_duration_ms=options.min_silence_ms,
-        speech_pad_ms=options.speech_pad_ms,
-    )
+    theirs = silero_spans(audio)
     theirs_s = time.perf_counter() - started
-    theirs = [(span["start"], span["end"]) for span in theirs]
     worst_ms = max((abs(a - b) for x, y in zip(ours, theirs) for a, b in zip(x, y)), default=0) / 16
     return {"ours_s": ours_s, "silero_s": theirs_s, "speedup": theirs_s / ours_s, "spans": [len(ours), len(theirs)],
             "same_span_count": len(ours) == len(theirs), "worst_edge_ms": worst_ms, "duration": len(audio) / SAMPLE_RATE}

@@ -13,6 +13,7 @@ from audio import SAMPLE_RATE, load_audio
 from conftest import make_media
 from helpers import run_cli, word_error_rate
 from pipeline import transcribe_file
+from reference_vad import silero_spans, unit_spans
 import vad_splitter
 from vad_splitter import VadOptions, split_audio
 from writers import render
@@ -110,21 +111,8 @@ def test_short_utterance_is_kept_and_silence_gives_no_units():
 @pytest.fixture(scope="module")
 def long_audio_and_silero_spans(composition):
     """About 7.5 minutes (the composition four times) and the silero-vad package's own spans for it."""
-    import torch
-    from silero_vad import get_speech_timestamps, load_silero_vad
-
     audio = np.tile(load_audio(composition[0]), 4)
-    options = VadOptions()
-    spans = get_speech_timestamps(
-        torch.from_numpy(audio),
-        load_silero_vad(),
-        threshold=options.threshold,
-        min_speech_duration_ms=options.min_speech_ms,
-        max_speech_duration_s=options.max_unit_s,
-        min_silence_duration_ms=options.min_silence_ms,
-        speech_pad_ms=options.speech_pad_ms,
-    )
-    return audio, [(span["start"], span["end"]) for span in spans]
+    return audio, silero_spans(audio)
 
 
 # With the default, the VAD runs on stretches of 1, 4 and 2.5 minutes in parallel; with 1, every
@@ -133,10 +121,9 @@ def long_audio_and_silero_spans(composition):
 @pytest.mark.parametrize("stretch_frames", [vad_splitter.STRETCH_FRAMES, 1])
 def test_vad_finds_the_same_spans_as_silero_itself(long_audio_and_silero_spans, stretch_frames, monkeypatch):
     monkeypatch.setattr(vad_splitter, "STRETCH_FRAMES", stretch_frames)
-    audio, silero_spans = long_audio_and_silero_spans
-    spans = [(round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)) for unit in split_audio(audio) for start, end in unit.spans]
-    assert len(silero_spans) > 60
-    assert spans == silero_spans
+    audio, reference = long_audio_and_silero_spans
+    assert len(reference) > 60
+    assert unit_spans(split_audio(audio)) == reference
 
 
 def test_a_failing_vad_stretch_raises_instead_of_hanging(monkeypatch):
