@@ -4,10 +4,15 @@
 
 Every flag has an environment variable (WHISPER_MODEL, WHISPER_DEVICES, ...), listed in the README.
 The worker pools load their models before the page is served and live until the server stops.
+
+Gradio's upload folder is the results folder: an upload arrives there in a folder of its own, its job
+moves it into the job's folder, and the job's subtitles are written beside it, so that the player and
+the downloads are served from where they lie and nothing of a job is left anywhere else.
 """
 
 import argparse
 import logging
+import math
 import os
 import shutil
 import signal
@@ -19,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 # faster-whisper keeps its list of language codes private; it is the list the model accepts.
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
@@ -28,12 +33,19 @@ from audio import AudioError, has_picture
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from parallel_transcriber import JobCancelled, JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
 from pipeline import Transcript, transcribe_file
+from serving import JobCounter, LoginBrake, ServerDraining, serve
 from subtitles import CueOptions
-from transcriber import TranscribeOptions, batch_size, can_translate, model_label, resolve_model
+from transcriber import TranscribeOptions, batch_size, can_translate, check_prompt, model_label, resolve_model
 from vad_splitter import VadOptions
 from writers import FORMATS, write
 
 log = logging.getLogger("whisper_for_subs")
+
+# One answer for every path that did not come in through this server's upload route, whether or not
+# something exists there, so that the server's files can be neither read nor probed.
+NOT_UPLOADED = "This file was not uploaded to this page, or its job has ended: upload it again."
+VAD_THRESHOLD_RANGE = (0.2, 0.8)
+LINE_CHARS_RANGE = (16, 60)
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class Settings:
     results_dir: Path
     keep_hours: float
     queue_size: int
+    drain_seconds: float  # how long SIGTERM waits for running jobs
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
@@ -68,6 +81,8 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--results-dir", default=env("WHISPER_RESULTS_DIR", "results"))
     parser.add_argument("--keep-hours", type=float, default=float(env("WHISPER_KEEP_HOURS", "24")))
     parser.add_argument("--queue-size", type=int, default=int(env("WHISPER_QUEUE_SIZE", "32")))
+    parser.add_argument("--drain-seconds", type=float, default=float(env("WHISPER_DRAIN_SECONDS", "600")),
+                        help="on SIGTERM, how long running jobs may take to finish before the server stops")
     args = parser.parse_args(argv)
     if bool(args.username) != bool(args.password):
         parser.error("give both a username and a password, or neither")
@@ -76,7 +91,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         host=args.host, port=args.port, models=models, devices=args.devices, compute_type=args.compute_type,
         batch_size=args.batch_size, max_file_size=args.max_file_size, username=args.username,
         password=args.password, results_dir=Path(args.results_dir).resolve(), keep_hours=args.keep_hours,
-        queue_size=args.queue_size,
+        queue_size=args.queue_size, drain_seconds=args.drain_seconds,
     )
 
 
@@ -90,6 +105,14 @@ def start_pools(settings: Settings) -> dict[str, ParallelTranscriber]:
     return pools
 
 
+class UploadedFile(gr.File):
+    """A file input that hands its handler the uploaded file's path, and nothing else. (gr.File's own
+    preprocessing in Gradio 6.31 also leaves an empty temporary file in the upload folder each time.)"""
+
+    def preprocess(self, payload):
+        return None if payload is None else payload.path
+
+
 class SubtitleApp:
     """The page's event handlers, over the same pipeline as the command line."""
 
@@ -97,6 +120,11 @@ class SubtitleApp:
         self.pools = pools
         self.settings = settings
         self.cancels: dict[str, threading.Event] = {}  # browser session -> its running job's cancel flag
+        self.jobs = JobCounter()
+        self.uploaded: set[str] = set()  # Gradio's own record of the files its upload route took in
+        # (browser session, an upload's path) -> the job folder's copy, for Transcribe pressed again
+        self._moved: dict[tuple[str, str], Path] = {}
+        self._claiming = threading.Lock()
 
     def translatable(self, model: str) -> bool:
         return can_translate(model, self.pools[model].multilingual)
@@ -110,22 +138,61 @@ class SubtitleApp:
             raise gr.Error("Choose an audio or video file, or record something, first.")
         if task == "translate" and not self.translatable(model):
             raise gr.Error(f"The model {model} cannot translate. Choose another model, or Transcribe.")
+        vad_threshold = number_in_range("VAD sensitivity", vad_threshold, *VAD_THRESHOLD_RANGE)
+        line_chars = number_in_range("Characters per line", line_chars, *LINE_CHARS_RANGE)
+        if line_chars != int(line_chars):
+            raise gr.Error(f"Characters per line must be a whole number, not {line_chars}.")
         pool = self.pools[model]
-        cancel = self.cancels[request.session_hash] = threading.Event()
+        options = TranscribeOptions(
+            language=None if language == "auto" else language, task=task,
+            initial_prompt=initial_prompt or None, hotwords=hotwords or None, batch_size=self.settings.batch_size,
+        )
+        try:
+            check_prompt(pool.spec.model_path, options)
+        except ValueError as error:
+            raise gr.Error(_sentence(str(error))) from None
         remove_old_results(self.settings.results_dir, self.settings.keep_hours)
+        job_dir = self.settings.results_dir / uuid.uuid4().hex  # a name nobody else can guess
+        try:
+            with self.jobs.job():
+                source = self._claim(source, request.session_hash, job_dir)
+                transcript = self._run(source, pool, options, multi_gpu, vad_threshold, int(line_chars),
+                                       chinese_script, request.session_hash, progress)
+        except ServerDraining:
+            raise gr.Error("The server is restarting and takes no new jobs: try again in a minute.") from None
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)  # the upload with it: nothing of a failed job stays
+            raise
+        return self._show_result(source, job_dir, transcript, formats)
+
+    def _claim(self, source: str, session: str, job_dir: Path) -> Path:
+        """The job's input, moved out of the upload folder into the job's folder; or, where this browser
+        session transcribes the same upload again, where its earlier job moved it. Any other path is
+        refused with NOT_UPLOADED."""
+        path = os.path.abspath(source)
+        with self._claiming:
+            moved = self._moved.get((session, path))
+            if moved is not None and moved.is_file():
+                return moved
+            if path not in self.uploaded or not Path(path).is_file():
+                raise gr.Error(NOT_UPLOADED)
+            self.uploaded.discard(path)
+            job_dir.mkdir(parents=True)
+            self._moved[session, path] = Path(shutil.move(path, job_dir / Path(path).name))
+        remove_if_empty(Path(path).parent)
+        return self._moved[session, path]
+
+    def _run(self, source, pool, options, multi_gpu, vad_threshold, line_chars, chinese_script, session, progress):
+        cancel = self.cancels[session] = threading.Event()
 
         def show(update: Progress) -> None:
             working = ", ".join(update.busy_devices) or "waiting for a worker"
             progress((round(update.done_s), round(update.total_s)), desc=f"Transcribing on {working}", unit="s of speech")
 
         progress(0, desc="Decoding and finding speech")
-        options = TranscribeOptions(
-            language=None if language == "auto" else language, task=task,
-            initial_prompt=initial_prompt or None, hotwords=hotwords or None, batch_size=self.settings.batch_size,
-        )
         try:
-            transcript = transcribe_file(
-                source, pool, options, VadOptions(threshold=vad_threshold), max_line_chars=int(line_chars),
+            return transcribe_file(
+                source, pool, options, VadOptions(threshold=vad_threshold), max_line_chars=line_chars,
                 chinese_script=chinese_script, on_progress=show, all_workers=multi_gpu, cancel=cancel,
             )
         except AudioError as error:
@@ -135,15 +202,14 @@ class SubtitleApp:
         except JobFailed as error:
             raise gr.Error(str(error)) from None
         finally:
-            self.cancels.pop(request.session_hash, None)
-        return self._show_result(source, transcript, formats)
+            self.cancels.pop(session, None)
 
-    def _show_result(self, source: str, transcript: Transcript, formats: list[str]):
-        job_dir = self.settings.results_dir / uuid.uuid4().hex  # a name nobody else can guess
-        job_dir.mkdir(parents=True)
-        stem = Path(source).stem
+    def _show_result(self, source: Path, job_dir: Path, transcript: Transcript, formats: list[str]):
+        stem = source.stem
         files = {fmt: write(transcript, job_dir / f"{stem}.{fmt}", fmt) for fmt in formats or ["srt"]}
-        player_subtitles = files.get("vtt") or files.get("srt") or write(transcript, job_dir / "player.vtt", "vtt")
+        # Always WebVTT of our own for the player: Gradio would otherwise convert an SRT into a
+        # temporary file of its own, outside the job's folder.
+        player_subtitles = files.get("vtt") or write(transcript, job_dir / f"{stem}.player.vtt", "vtt")
         summary = (
             f"**{transcript.duration:.1f} s** of audio ({transcript.language}) in **{transcript.wall_seconds:.1f} s**, "
             f"**{transcript.realtime_factor:.1f}x realtime** on {transcript.workers} worker(s); "
@@ -159,8 +225,8 @@ class SubtitleApp:
         return (
             summary,
             text,
-            gr.Video(value=source, subtitles=str(player_subtitles), visible=True) if picture else gr.Video(visible=False),
-            gr.Audio(value=source, subtitles=str(player_subtitles), visible=True) if not picture else gr.Audio(visible=False),
+            gr.Video(value=str(source), subtitles=str(player_subtitles), visible=True) if picture else gr.Video(visible=False),
+            gr.Audio(value=str(source), subtitles=str(player_subtitles), visible=True) if not picture else gr.Audio(visible=False),
             *downloads,
         )
 
@@ -174,6 +240,31 @@ class SubtitleApp:
         allowed = self.translatable(model)
         return gr.Radio(interactive=allowed, value="transcribe",
                         info=None if allowed else f"{model} cannot translate")
+
+    def remove_unused_uploads(self) -> None:
+        """Delete what was uploaded but never transcribed (at shutdown)."""
+        for path in list(self.uploaded):
+            Path(path).unlink(missing_ok=True)
+            remove_if_empty(Path(path).parent)
+        self.uploaded.clear()
+
+
+def number_in_range(name: str, value, low: float, high: float) -> float:
+    """`value` as a float, or gr.Error where it is no number, not finite, or outside [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise gr.Error(f"{name} must be a number from {low} to {high}, not {value!r}.")
+    return float(value)
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:] + "."
+
+
+def remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty, or gone already
+        pass
 
 
 def remove_old_results(root: Path, keep_hours: float) -> None:
@@ -193,14 +284,16 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
     several = len(devices) > 1
     kind = "GPUs" if devices[0].startswith("cuda") else "workers"
     languages = ["auto"] + sorted(_LANGUAGE_CODES)
-    keep_seconds = int(handlers.settings.keep_hours * 3600)
-
-    with gr.Blocks(title="whisper-for-subs", delete_cache=(3600, keep_seconds)) as demo:
+    # No delete_cache: Gradio would delete every result at each restart. Results and unused uploads
+    # expire by WHISPER_KEEP_HOURS instead (remove_old_results), and unused uploads go at shutdown.
+    with gr.Blocks(title="whisper-for-subs") as demo:
         gr.Markdown("# whisper-for-subs\nUpload a recording; download subtitles that are right, well timed and easy to read.")
         with gr.Row():
             with gr.Column():
-                upload = gr.File(label="Audio or video file", type="filepath", elem_id="upload")
-                recording = gr.Audio(label="Or record", sources=["microphone"], type="filepath")
+                upload = UploadedFile(label="Audio or video file", type="filepath", elem_id="upload")
+                # format=None: the recording is taken as the browser sent it (FFmpeg reads it), not
+                # converted into a second file beside it.
+                recording = gr.Audio(label="Or record", sources=["microphone"], type="filepath", format=None)
                 multi_gpu = gr.Checkbox(
                     label=f"Multi-GPU ({len(devices)} {kind})", value=several, interactive=several,
                     info=None if several else "This server has one device.", elem_id="multi-gpu",
@@ -213,11 +306,12 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                                 info=None if allowed else f"{default_model} cannot translate")
                 formats = gr.CheckboxGroup(list(FORMATS), value=["srt"], label="Formats")
                 with gr.Accordion("Advanced", open=False):
-                    vad_threshold = gr.Slider(0.2, 0.8, value=VadOptions().threshold, step=0.05,
+                    vad_threshold = gr.Slider(*VAD_THRESHOLD_RANGE, value=VadOptions().threshold, step=0.05,
                                               label="VAD sensitivity (speech probability threshold)")
                     initial_prompt = gr.Textbox(value="", label="Initial prompt")
                     hotwords = gr.Textbox(value="", label="Hotwords")
-                    line_chars = gr.Slider(16, 60, value=CueOptions().max_line_chars, step=1, label="Characters per line")
+                    line_chars = gr.Slider(*LINE_CHARS_RANGE, value=CueOptions().max_line_chars, step=1,
+                                           label="Characters per line")
                     chinese_script = gr.Dropdown(list(CHINESE_SCRIPTS), value=DEFAULT_CHINESE_SCRIPT,
                                                  label="Chinese script")
                 with gr.Row():
@@ -240,39 +334,57 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
 
 
 def create_app(pools: dict[str, ParallelTranscriber], settings: Settings) -> FastAPI:
-    """The FastAPI app: the page at /, and /health for Docker's health check."""
+    """The FastAPI app: the page at /, and /health for Docker's health check. Its `state.handlers`
+    holds the page's handlers, whose job counter the server drains at shutdown."""
+    settings.results_dir.mkdir(parents=True, exist_ok=True)
+    # Read by Gradio when the page's components are made: uploads land in the results folder.
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.results_dir)
     handlers = SubtitleApp(pools, settings)
     demo = build_ui(handlers)
+    handlers.uploaded = demo.upload_file_set
     workers = len(next(iter(pools.values())).devices)
     # A bounded queue, and as many jobs at once as keep every worker's next batch queued.
     demo.queue(api_open=False, max_size=settings.queue_size, default_concurrency_limit=2 * workers)
-    server = FastAPI()
+    login = (settings.username, settings.password) if settings.username else None
+    # With a login, strangers get no description of the server's routes (ours, nor Gradio's own).
+    hidden = {"docs_url": None, "redoc_url": None, "openapi_url": None} if login else {}
+    server = FastAPI(**hidden)
+    server.state.handlers = handlers
 
     @server.get("/health")
-    def health() -> dict:
-        # The server only starts once every model is loaded, so answering is the signal.
-        return {"status": "ok", "models": {name: pool.model_loads for name, pool in pools.items()}}
+    def health() -> JSONResponse:
+        # The server only starts once every model is loaded, so answering is the signal; a draining
+        # server answers 503, so that a load balancer sends no new jobs. With a login, only the status.
+        if handlers.jobs.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        details = {} if login else {"models": {name: pool.model_loads for name, pool in pools.items()}}
+        return JSONResponse({"status": "ok", **details})
 
-    auth = (settings.username, settings.password) if settings.username else None
-    settings.results_dir.mkdir(parents=True, exist_ok=True)
-    return gr.mount_gradio_app(
-        server, demo, path="", auth=auth, max_file_size=settings.max_file_size,
+    server.add_middleware(LoginBrake)
+    app = gr.mount_gradio_app(
+        server, demo, path="", auth=login, max_file_size=settings.max_file_size, app_kwargs=hidden,
         allowed_paths=[str(settings.results_dir)], enable_monitoring=False, footer_links=["api"],
     )
+    # Gradio accepts only its own uploads as file inputs once an app "has launched"; a mounted app
+    # never does, and would otherwise copy any server path a caller names into its cache.
+    demo.has_launched = True
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     pools = start_pools(settings)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; make that unwind through `finally`.
+    # uvicorn re-raises SIGTERM once it has stopped serving; make that unwind through `finally`.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    app = create_app(pools, settings)
     try:
         log.info("serving on http://%s:%d", settings.host, settings.port)
-        uvicorn.run(create_app(pools, settings), host=settings.host, port=settings.port, log_level="warning")
+        serve(app, settings.host, settings.port, app.state.handlers.jobs, settings.drain_seconds)
     finally:
         for pool in pools.values():
             pool.shutdown()
+        app.state.handlers.remove_unused_uploads()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations  # PyAV's types in signatures are not looked up at import
 
+import errno
 from pathlib import Path
 from typing import Iterator
 
@@ -12,6 +13,17 @@ SAMPLE_RATE = 16000
 
 # Whisper hears nothing useful in less than this; a shorter file is almost always a mistake.
 MIN_DURATION_S = 0.25
+
+# The container formats (FFmpeg demuxers) read here: each reads nothing but the file's own bytes.
+# Playlists (hls, concat), image sequences and protocols could make the server open other files or
+# URLs named inside an upload, so FFmpeg is told to refuse every other demuxer, and any protocol but
+# the plain file, before it reads a header.
+SAFE_DEMUXERS = (
+    "wav", "w64", "flac", "mp3", "ogg", "matroska,webm", "mov,mp4,m4a,3gp,3g2,mj2", "aac", "asf", "avi",
+    "mpegts", "mpeg", "aiff", "caf", "amr", "ac3", "eac3", "dts", "truehd", "wv", "ape", "tta", "flv", "au",
+)
+_OPEN_OPTIONS = {"format_whitelist": ",".join(SAFE_DEMUXERS), "protocol_whitelist": "file"}
+_REFUSED_BY_WHITELIST = errno.EINVAL
 
 
 class AudioError(ValueError):
@@ -37,7 +49,7 @@ def stream_audio(path: str | Path, block_samples: int = 60 * SAMPLE_RATE) -> Ite
         raise AudioError(f"{path}: the file is empty")
     decoded = 0
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_media(path) as container:
             if not container.streams.audio:
                 raise AudioError(f"{path}: the file has no audio stream")
             stream = container.streams.audio[0]
@@ -46,6 +58,11 @@ def stream_audio(path: str | Path, block_samples: int = 60 * SAMPLE_RATE) -> Ite
                 decoded += len(block)
                 yield block
     except av.FFmpegError as error:
+        if error.errno == _REFUSED_BY_WHITELIST and decoded == 0:
+            raise AudioError(
+                f"{path}: not a media format read here (playlists, and files that refer to other files "
+                "or URLs, are refused); use a plain audio or video file"
+            ) from None
         reason = getattr(error, "strerror", None) or str(error)
         raise AudioError(f"{path}: not a readable audio or video file ({reason})") from None
 
@@ -68,12 +85,17 @@ def stream_audio(path: str | Path, block_samples: int = 60 * SAMPLE_RATE) -> Ite
 def has_picture(path: str | Path) -> bool:
     """Whether the file has a moving picture to show subtitles on (cover art does not count)."""
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_media(path) as container:
             return any(
                 not stream.disposition & av.stream.Disposition.attached_pic for stream in container.streams.video
             )
     except av.FFmpegError:
         return False
+
+
+def open_media(path: str | Path) -> av.container.InputContainer:
+    """Open `path` for reading with only the SAFE_DEMUXERS and the file protocol allowed."""
+    return av.open(str(path), metadata_errors="ignore", container_options=_OPEN_OPTIONS)
 
 
 def _declared_duration(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:

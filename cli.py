@@ -16,7 +16,7 @@ from audio import AudioError
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from parallel_transcriber import JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
 from pipeline import transcribe_file
-from transcriber import ModelError, TranscribeOptions, batch_size, can_translate, model_label, resolve_model
+from transcriber import ModelError, TranscribeOptions, batch_size, can_translate, check_prompt, model_label, resolve_model
 from writers import FORMATS, write
 
 USER_ERROR, INTERNAL_ERROR = 2, 1
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         hotwords=args.hotwords,
         batch_size=args.batch_size,
     )
+    check_prompt(model_path, options)  # before any model is loaded
     spec = ModelSpec(model_path, name=model_label(args.model), compute_type=args.compute_type)
     failures = 0
     with ParallelTranscriber(spec, parse_devices(args.devices)) as pool:

@@ -2,14 +2,17 @@
 
 Each device gets a `ProcessPoolExecutor(max_workers=1)` started with `spawn`, whose initializer loads
 the Whisper model into a worker global. The pools live from server start to shutdown: a job never
-loads a model. A dispatcher thread hands work units to whichever worker is free, longest first,
-taking turns between jobs, and keeps at most two batches in flight per worker, so that a worker
-always has its next batch queued and a newly arrived job never waits behind a whole other job.
+loads a model. A dispatcher thread hands batches of work units to whichever worker is free, longest
+first, taking turns between jobs, and keeps at most two batches in flight per worker, so that a
+worker always has its next batch queued and a newly arrived job never waits behind a whole other job.
+
+Which units share a batch is decided by the job alone (see `Job.form_batches`), never by timing: a
+batched model's arithmetic differs a little with its batch, and the same file must give the same
+subtitles whether it runs alone, beside other jobs, on one worker or several, or through a crash.
 """
 
 import itertools
 import logging
-import math
 import multiprocessing
 import os
 import queue
@@ -21,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 
 from transcriber import ModelError, Segment, TranscribeOptions, WhisperTranscriber, cpu_threads_per_worker, has_gpu
-from vad_splitter import WorkUnit, longest_first
+from vad_splitter import WorkUnit
 
 log = logging.getLogger("whisper_for_subs")
 
@@ -81,6 +84,7 @@ _transcriber = None
 _device = ""
 _events = None
 _load_error: str | None = None
+_memory_limit: int | None = None  # the most windows that fit, once a batch has run out of memory
 
 
 def _load_model(spec: ModelSpec, device: str, cpu_threads: int, events) -> None:
@@ -121,29 +125,42 @@ def _detect_language(unit: WorkUnit) -> str:
     return _transcriber.detect_language(unit)
 
 
-def _transcribe_units(units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
+@dataclass
+class Transcribed:
+    """A worker's answer for a batch."""
+
+    segments: list[list[Segment]]  # one list per unit, in the batch's order
+    batch_size: int  # the most windows the worker now runs at once: smaller after running out of memory
+
+
+def _transcribe_units(units: list[WorkUnit], options: TranscribeOptions) -> Transcribed:
     for unit in units:
         _events.put(("started", _device, unit.index, unit.duration))
-    results = _transcribe_within_memory(units, options)
+    results = _transcribe_within(units, options, options.batch_size or _transcriber.batch_size)
     for unit, segments in zip(units, results):
         _events.put(("done", _device, unit.index, len(segments)))
-    return results
+    return Transcribed(results, _transcriber.batch_size)
 
 
-def _transcribe_within_memory(units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
-    try:
-        return _transcriber.transcribe(units, options)
-    except RuntimeError as error:
-        if "out of memory" not in str(error).lower() or len(units) == 1:
-            raise
-    # The GPU ran out of memory on this batch: do it in halves rather than fail the job, and make
-    # this worker's later batches no bigger than the halves.
-    half = len(units) // 2
-    if _transcriber.batch_size > half:
-        log.warning("[%s] out of memory with %d windows: batch size now %d", _device, len(units), half)
-        _transcriber.batch_size = half
-    smaller = replace(options, batch_size=half)
-    return _transcribe_within_memory(units[:half], smaller) + _transcribe_within_memory(units[half:], smaller)
+def _transcribe_within(units: list[WorkUnit], options: TranscribeOptions, limit: int) -> list[list[Segment]]:
+    """Transcribe `units` in one call where they fit within `limit` windows, else in halves. A call
+    that runs out of memory is done in halves too, and makes this worker's later batches no bigger."""
+    global _memory_limit
+    if _memory_limit is not None:
+        limit = min(limit, _memory_limit)
+    if len(units) <= limit:
+        try:
+            return _transcriber.transcribe(units, replace(options, batch_size=len(units)))
+        except RuntimeError as error:
+            if "out of memory" not in str(error).lower() or len(units) == 1:
+                raise
+        limit = len(units) // 2
+        log.warning("[%s] out of memory with %d windows: batch size now %d", _device, len(units), limit)
+        _memory_limit = limit
+        _transcriber.batch_size = min(_transcriber.batch_size, limit)
+    # Halves, then halves of those: the same split for the same batch and limit, every time.
+    half = (len(units) + 1) // 2
+    return _transcribe_within(units[:half], options, limit) + _transcribe_within(units[half:], options, limit)
 
 
 # --- The server side. ---
@@ -173,8 +190,11 @@ class Job:
     units: list[WorkUnit]
     options: TranscribeOptions
     worker_indexes: list[int]  # the workers this job may use
+    batch_size: int  # the most units in one of its batches
     progress: Progress | None = None  # replaced (never changed in place) after each batch
-    pending: deque = field(default_factory=deque)
+    unbatched: list[WorkUnit] = field(default_factory=list)  # units not yet in a batch, in file order
+    batches: list[list[WorkUnit]] = field(default_factory=list)  # formed, waiting for a worker
+    batches_formed: int = 0
     results: dict[int, list[Segment]] = field(default_factory=dict)
     tries: dict[int, int] = field(default_factory=dict)
     busy: dict[str, int] = field(default_factory=dict)  # device -> batches in flight
@@ -189,6 +209,27 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)
+
+    def form_batches(self) -> None:
+        """Cut the units received so far into batches, in file order: the first of 1 unit, then 2, 4
+        and so on up to `batch_size`, the last one what is left once the job is closed. The sizes
+        depend only on the job, so its batches are the same however its units arrive and whoever
+        runs them; the small first ones start the workers while the rest of the file is decoded,
+        and the full ones after them keep a GPU busy."""
+        while self.unbatched:
+            size = min(self.batch_size, 2**self.batches_formed)
+            if len(self.unbatched) < size and not self.closed:
+                return
+            self.batches.append(self.unbatched[:size])
+            del self.unbatched[:size]
+            self.batches_formed += 1
+
+    def take_batch(self) -> list[WorkUnit]:
+        """The batch to send next: the longest, so that no worker is left with a long one at the end
+        while the others sit idle (the classic longest-processing-time rule)."""
+        longest = max(self.batches, key=lambda batch: sum(unit.duration for unit in batch))
+        self.batches.remove(longest)
+        return longest
 
     def segments(self) -> list[Segment]:
         """Wait for the job; its segments in time order, or the reason it failed."""
@@ -249,7 +290,8 @@ class ParallelTranscriber:
             worker_indexes = [self._least_loaded_worker()]
         if not self.multilingual:
             options = replace(options, language="en")
-        job = Job(next(self._job_ids), [], options, worker_indexes)
+        batch_size = options.batch_size or min(self._workers[index].batch_size for index in worker_indexes)
+        job = Job(next(self._job_ids), [], options, worker_indexes, batch_size)
         self._inbox.put(("open", job))
         return job
 
@@ -371,9 +413,11 @@ class ParallelTranscriber:
                 self._finish(job, JobFailed(f"job {job.id} was given two units with the same index"))
                 return
             job.units.extend(units)
-            job.pending = deque(longest_first([*job.pending, *units]))
+            job.unbatched = sorted(job.unbatched + units, key=lambda unit: unit.index)
+            job.form_batches()
         elif kind == "close":
             payload.closed = True
+            payload.form_batches()
             self._finish_if_done(payload)
         elif kind == "cancel":
             if not payload.finished.is_set():
@@ -390,24 +434,17 @@ class ParallelTranscriber:
             for worker_index, worker in enumerate(self._workers):
                 if worker.in_flight > slot:
                     continue
-                job = next(
-                    (job for job in self._jobs if worker_index in job.worker_indexes and self._has_work(job, worker, slot)),
-                    None,
-                )
+                job = next((job for job in self._jobs if worker_index in job.worker_indexes and self._has_work(job)), None)
                 if job is not None:
                     self._jobs.remove(job)
                     self._jobs.append(job)
                     self._send(worker, job)
 
     @staticmethod
-    def _has_work(job: Job, worker: _Worker, slot: int) -> bool:
+    def _has_work(job: Job) -> bool:
         if job.language is None:
             return not job.detecting and bool(job.units)
-        if slot > 0 and not job.closed:
-            # A batch to queue behind a running one waits to be full while the file's units are
-            # still coming: the running batch gives them time to arrive, and full batches are faster.
-            return len(job.pending) >= (job.options.batch_size or worker.batch_size)
-        return bool(job.pending)
+        return bool(job.batches)
 
     def _send(self, worker: _Worker, job: Job) -> None:
         if job.language is None:
@@ -416,17 +453,9 @@ class ParallelTranscriber:
             units = [min(job.units, key=lambda unit: unit.index)]
             future = self._submit(worker, _detect_language, units[0])
         else:
-            # Full batches while there is plenty to do; once all of a file's units are known and
-            # several workers share them, smaller ones towards the end, so that the workers finish
-            # together instead of one finishing a big last batch alone. (A GPU is faster with fuller
-            # batches, and one worker has no one to wait for.)
-            workers = len(job.worker_indexes)
-            share = len(job.pending)
-            if job.closed and workers > 1:
-                share = math.ceil(share / (workers * BATCHES_IN_FLIGHT))
-            batch_size = job.options.batch_size or worker.batch_size
-            units = [job.pending.popleft() for _ in range(min(batch_size, share))]
-            future = self._submit(worker, _transcribe_units, units, job.options)
+            units = job.take_batch()
+            # The batch is transcribed as one call, whatever batch size the worker would choose.
+            future = self._submit(worker, _transcribe_units, units, replace(job.options, batch_size=len(units)))
         worker.in_flight += 1
         job.busy[worker.device] = job.busy.get(worker.device, 0) + 1
         generation = worker.generation
@@ -464,7 +493,8 @@ class ParallelTranscriber:
             job.options = replace(job.options, language=result)
             log.info("job %d: language %s", job.id, result)
             return
-        for unit, segments in zip(units, result):
+        worker.batch_size = result.batch_size
+        for unit, segments in zip(units, result.segments):
             job.results[unit.index] = segments
         done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
         busy = [device for device, count in job.busy.items() if count > 0]
@@ -497,7 +527,7 @@ class ParallelTranscriber:
                 )
                 return
         if job.language is not None:
-            job.pending.extendleft(reversed(units))
+            job.batches.append(units)  # the same batch again, so that its result is the same
 
     def _finish_if_done(self, job: Job) -> None:
         if job.closed and len(job.results) == len(job.units) and not job.finished.is_set():
@@ -505,7 +535,7 @@ class ParallelTranscriber:
 
     def _finish(self, job: Job, error: Exception | None = None) -> None:
         job.error = error
-        job.pending.clear()
+        job.batches.clear()
         if job in self._jobs:
             self._jobs.remove(job)
         job.finished.set()

@@ -16,7 +16,7 @@ from audio import SAMPLE_RATE, stream_audio
 from cleanup import DEFAULT_CHINESE_SCRIPT, Dropped, clean_segments, convert_chinese_script
 from parallel_transcriber import ParallelTranscriber, Progress
 from subtitles import BROADCAST, CHINESE_JAPANESE, Cue, CueOptions, build_cues
-from transcriber import Segment, TranscribeOptions
+from transcriber import Segment, TranscribeOptions, check_prompt
 from vad_splitter import VadOptions, stream_units
 
 log = logging.getLogger("whisper_for_subs")

@@ -1,6 +1,7 @@
 """The engine: one faster-whisper model on one device, transcribing batches of work units."""
 
 import ctypes
+import functools
 import logging
 import os
 import struct
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import ctranslate2
 import numpy as np
+import tokenizers
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.utils import available_models, download_model
 
@@ -18,6 +20,11 @@ log = logging.getLogger("whisper_for_subs")
 
 # Multilingual models trained without translation (large-v3-turbo, the distilled ones).
 NO_TRANSLATION = ("large-v3-turbo", "turbo", "distil-")
+
+# Whisper's decoder sees 448 tokens, and faster-whisper gives the hotwords and the initial prompt up to
+# half of them each, which together can leave a window no room at all ("maximum decoding length must
+# be > 0"). Here they share one half, so that every window keeps over 200 tokens for its words.
+PROMPT_TOKEN_LIMIT = 448 // 2 - 1
 
 
 class ModelError(RuntimeError):
@@ -211,6 +218,34 @@ def resolve_model(name: str | None, download_root: str | None = None) -> str:
             "connection and the name, or download it ahead of time with "
             "`python cli.py --download-only --model NAME`, or pass a local CTranslate2 folder."
         ) from None
+
+
+@functools.cache
+def _tokenizer(model_path: str) -> tokenizers.Tokenizer | None:
+    path = Path(model_path) / "tokenizer.json"
+    return tokenizers.Tokenizer.from_file(str(path)) if path.is_file() else None
+
+
+def prompt_tokens(model_path: str, text: str) -> int:
+    """How many tokens `text` takes in the prompt, encoded as faster-whisper does (after a space).
+    A model folder without tokenizer.json counts bytes: a token is never shorter than one byte."""
+    text = " " + text.strip()
+    tokenizer = _tokenizer(model_path)
+    if tokenizer is None:
+        return len(text.encode())
+    # A token is at most a few dozen bytes: a far longer text is too long whatever its tokens, and
+    # encoding megabytes of it would only cost time and memory.
+    return len(tokenizer.encode(text[: 64 * PROMPT_TOKEN_LIMIT], add_special_tokens=False).ids)
+
+
+def check_prompt(model_path: str, options: TranscribeOptions) -> None:
+    """Raise ValueError where the initial prompt and hotwords would leave a window too little room."""
+    used = sum(prompt_tokens(model_path, text) for text in (options.initial_prompt, options.hotwords) if text)
+    if used > PROMPT_TOKEN_LIMIT:
+        raise ValueError(
+            f"the initial prompt and hotwords are {used} tokens long together; at most {PROMPT_TOKEN_LIMIT} "
+            "fit (Whisper keeps the rest of its 448-token window for the words it writes)"
+        )
 
 
 def can_translate(model_name: str, multilingual: bool) -> bool:

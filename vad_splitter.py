@@ -293,11 +293,3 @@ class _UnitGrouper:
         self.index += 1
         self.spans, self.pieces = [], []
 
-
-def longest_first(units: list[WorkUnit]) -> list[WorkUnit]:
-    """The order in which to hand units to whichever worker is free, so that all finish together.
-
-    Handing out the longest remaining unit first is the classic longest-processing-time rule: no
-    worker is left with a long unit while the others sit idle at the end.
-    """
-    return sorted(units, key=lambda unit: unit.duration, reverse=True)

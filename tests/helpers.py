@@ -1,9 +1,16 @@
 """Small helpers shared by the tests."""
 
+import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
@@ -26,3 +33,63 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None)
         [sys.executable, str(ROOT / "cli.py"), *map(str, args)],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(server_pid), "-f", "multiprocessing.spawn"],
+                           capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+@dataclass
+class AppServer:
+    """`python app.py` started by a test, on a free port of 127.0.0.1."""
+
+    url: str
+    process: subprocess.Popen
+    results: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def start_app(folder: Path, *args: str, **env: str) -> AppServer:
+    """Start the web app with its results under `folder`; returns once /health answers."""
+    port = free_port()
+    results = folder / "results"
+    log = folder / "server.log"
+    environment = dict(os.environ, WHISPER_RESULTS_DIR=str(results), **env)
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT,
+                                   env=environment, stdout=output, stderr=subprocess.STDOUT)
+    server = AppServer(f"http://127.0.0.1:{port}", process, results, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(server.url + "/health", timeout=5)
+            return server
+        except urllib.error.HTTPError:
+            return server  # it answers: a status other than 200 is for the test to judge
+        except (urllib.error.URLError, ConnectionError):
+            if process.poll() is not None:
+                raise RuntimeError(f"the server stopped while starting:\n{server.output()}")
+            time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"the server did not answer /health in time:\n{server.output()}")

@@ -1,12 +1,6 @@
 """The real web app, served by `python app.py`, driven by headless Chromium through Playwright."""
 
-import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +13,7 @@ import srt
 from gradio_client import Client, handle_file
 from playwright.sync_api import expect, sync_playwright
 
-from helpers import ROOT, word_error_rate
+from helpers import ROOT, get_json, start_app, word_error_rate, worker_pids
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
@@ -27,51 +21,15 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
-
-
-def worker_pids(server_pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(server_pid), "-f", "multiprocessing.spawn"],
-                           capture_output=True, text=True).stdout.split()
-    return [int(pid) for pid in found]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    results = tmp_path_factory.mktemp("results")
-    env = dict(os.environ, WHISPER_DEVICES="cpu*2", WHISPER_RESULTS_DIR=str(results), WHISPER_BATCH_SIZE="2",
-               GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")))
-    log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            health = get_json(url + "/health")
-            break
-        except (urllib.error.URLError, ConnectionError):
-            assert process.poll() is None, "the server stopped while starting"
-            time.sleep(0.5)
-    else:
-        pytest.fail("the server did not answer /health in time")
-    assert health == {"status": "ok", "models": {"tiny.en (bundled)": 2}}
-    pids = worker_pids(process.pid)
+    app = start_app(tmp_path_factory.mktemp("app"), WHISPER_DEVICES="cpu*2", WHISPER_BATCH_SIZE="2")
+    assert get_json(app.url + "/health") == {"status": "ok", "models": {"tiny.en (bundled)": 2}}
+    pids = worker_pids(app.process.pid)
     assert len(pids) == 2
-    yield url
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 143
-    log.seek(0)
-    print(log.read())  # shown by pytest when a test of this module failed
+    yield app.url
+    assert app.stop() == 143
+    print(app.output())  # shown by pytest when a test of this module failed
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids), "worker processes outlived the server"
 
 

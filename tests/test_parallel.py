@@ -5,7 +5,9 @@ import threading
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
+import soundfile
 
 from audio import load_audio
 from engines import POISON_INDEX, CrashingTranscriber, ShortOfMemoryTranscriber
@@ -13,6 +15,7 @@ from parallel_transcriber import JobFailed, ParallelTranscriber, parse_devices
 from pipeline import transcribe_file
 from transcriber import MAX_BATCH_SIZE, TranscribeOptions
 from vad_splitter import WorkUnit, split_audio
+from writers import render
 
 SMALL_BATCHES = TranscribeOptions(batch_size=1)
 
@@ -140,9 +143,11 @@ def test_a_batch_out_of_memory_is_done_in_halves_and_the_worker_keeps_the_smalle
         second = pool.submit(units, TranscribeOptions()).segments()
     assert [s.text for s in first] == [s.text for s in expected] == [s.text for s in second]
     messages = [line for line in capfd.readouterr().err.splitlines() if "out of memory with" in line]
-    # The first job's first batch (8 windows) shrinks the worker's batch size to 4, then 2; the
-    # second job's batches are no bigger than 2, so they never run out of memory.
+    # The first job's longest batch (8 windows) shrinks the worker's batch size to 4, then 2; its
+    # other batches are split to that size before they run, and the second job's batches are no
+    # bigger than 2, so nothing else runs out of memory.
     assert messages == ["[cpu] out of memory with 8 windows: batch size now 4", "[cpu] out of memory with 4 windows: batch size now 2"]
+    assert pool.batch_sizes == [2]
 
 
 def test_an_error_inside_a_unit_fails_the_job_but_keeps_the_worker(two_workers, jfk):
@@ -201,3 +206,38 @@ def test_shutdown_leaves_no_worker_processes(model_spec):
     assert len(pids) == 2 and all(alive(pid) for pid in pids)
     pool.shutdown()
     assert not any(alive(pid) for pid in pids)
+
+
+@pytest.fixture(scope="module")
+def four_minutes(composition, tmp_path_factory):
+    """The test composition twice over: enough units for several full batches at the CPU's size."""
+    samples, rate = soundfile.read(composition[0], dtype="float32")
+    path = tmp_path_factory.mktemp("four-minutes") / "four-minutes.wav"
+    soundfile.write(path, np.tile(samples, 2), rate, subtype="PCM_16")
+    return path
+
+
+def test_the_same_file_gives_byte_identical_subtitles_however_it_is_run(model_spec, two_workers, four_minutes):
+    # The default batch size (8 on this CPU): which units share a batch changes the model's arithmetic.
+    alone = render(transcribe_file(four_minutes, two_workers), "srt")
+    assert render(transcribe_file(four_minutes, two_workers, all_workers=False), "srt") == alone
+
+    beside: dict[str, str] = {}
+    other = threading.Thread(target=lambda: beside.setdefault("other", render(transcribe_file(four_minutes, two_workers), "srt")))
+    other.start()
+    beside["this"] = render(transcribe_file(four_minutes, two_workers), "srt")
+    other.join(timeout=300)
+    assert beside == {"this": alone, "other": alone}
+
+    with ParallelTranscriber(model_spec, ["cpu", "cpu"]) as pool:
+        victim = pool.worker_pids()[1]
+        killed = threading.Event()
+
+        def kill_once(progress):
+            if not killed.is_set():
+                killed.set()
+                os.kill(victim, 9)
+
+        crashed = render(transcribe_file(four_minutes, pool, on_progress=kill_once), "srt")
+        assert killed.is_set() and pool.model_loads == 3
+    assert crashed == alone

@@ -1,0 +1,398 @@
+"""The web app: upload a recording, watch it being transcribed, play it with subtitles, download them.
+
+    python app.py [--port 7860] [--model large-v3-turbo] [--devices auto] ...
+
+Every flag has an environment variable (WHISPER_MODEL, WHISPER_DEVICES, ...), listed in the README.
+The worker pools load their models before the page is served and live until the server stops.
+
+Gradio's upload folder is the results folder: an upload arrives there in a folder of its own, its job
+moves it into the job's folder, and the job's subtitles are written beside it, so that the player and
+the downloads are served from where they lie and nothing of a job is left anywhere else.
+"""
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+# faster-whisper keeps its list of language codes private; it is the list the model accepts.
+from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+from audio import AudioError, has_picture
+from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
+from parallel_transcriber import JobCancelled, JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
+from pipeline import Transcript, transcribe_file
+from serving import JobCounter, LoginBrake, ServerDraining, serve
+from subtitles import CueOptions
+from transcriber import TranscribeOptions, batch_size, can_translate, check_prompt, model_label, resolve_model
+from vad_splitter import VadOptions
+from writers import FORMATS, write
+
+log = logging.getLogger("whisper_for_subs")
+
+# One answer for every path that did not come in through this server's upload route, whether or not
+# something exists there, so that the server's files can be neither read nor probed.
+NOT_UPLOADED = "This file was not uploaded to this page, or its job has ended: upload it again."
+VAD_THRESHOLD_RANGE = (0.2, 0.8)
+LINE_CHARS_RANGE = (16, 60)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    models: list[str]  # the first is the default
+    devices: str
+    compute_type: str | None
+    batch_size: int | None  # None: what fits each device
+    max_file_size: str
+    username: str | None
+    password: str | None
+    results_dir: Path
+    keep_hours: float
+    queue_size: int
+    drain_seconds: float  # how long SIGTERM waits for running jobs
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description="whisper-for-subs web app")
+    parser.add_argument("--host", default=env("WHISPER_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("WHISPER_PORT", "7860")))
+    parser.add_argument("--model", default=env("WHISPER_MODEL", ""),
+                        help="model, or several separated by commas (the first is the default)")
+    parser.add_argument("--devices", default=env("WHISPER_DEVICES", "auto"))
+    parser.add_argument("--compute-type", default=env("WHISPER_COMPUTE_TYPE") or None)
+    parser.add_argument("--batch-size", type=batch_size, default=batch_size(env("WHISPER_BATCH_SIZE", "auto")))
+    parser.add_argument("--max-file-size", default=env("WHISPER_MAX_FILE_SIZE", "2gb"))
+    parser.add_argument("--username", default=env("WHISPER_USERNAME") or None)
+    parser.add_argument("--password", default=env("WHISPER_PASSWORD") or None)
+    parser.add_argument("--results-dir", default=env("WHISPER_RESULTS_DIR", "results"))
+    parser.add_argument("--keep-hours", type=float, default=float(env("WHISPER_KEEP_HOURS", "24")))
+    parser.add_argument("--queue-size", type=int, default=int(env("WHISPER_QUEUE_SIZE", "32")))
+    parser.add_argument("--drain-seconds", type=float, default=float(env("WHISPER_DRAIN_SECONDS", "600")),
+                        help="on SIGTERM, how long running jobs may take to finish before the server stops")
+    args = parser.parse_args(argv)
+    if bool(args.username) != bool(args.password):
+        parser.error("give both a username and a password, or neither")
+    models = [name.strip() for name in args.model.split(",") if name.strip()] or [model_label(None)]
+    return Settings(
+        host=args.host, port=args.port, models=models, devices=args.devices, compute_type=args.compute_type,
+        batch_size=args.batch_size, max_file_size=args.max_file_size, username=args.username,
+        password=args.password, results_dir=Path(args.results_dir).resolve(), keep_hours=args.keep_hours,
+        queue_size=args.queue_size, drain_seconds=args.drain_seconds,
+    )
+
+
+def start_pools(settings: Settings) -> dict[str, ParallelTranscriber]:
+    """One worker pool per configured model, each loaded on every device before anything is served."""
+    devices = parse_devices(settings.devices)
+    pools = {}
+    for name in settings.models:
+        path = resolve_model(None if name == model_label(None) else name)
+        pools[name] = ParallelTranscriber(ModelSpec(path, name=name, compute_type=settings.compute_type), devices)
+    return pools
+
+from gradio.events import Dependency
+
+class UploadedFile(gr.File):
+    """A file input that hands its handler the uploaded file's path, and nothing else. (gr.File's own
+    preprocessing in Gradio 6.31 also leaves an empty temporary file in the upload folder each time.)"""
+
+    def preprocess(self, payload):
+        return None if payload is None else payload.path
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+class SubtitleApp:
+    """The page's event handlers, over the same pipeline as the command line."""
+
+    def __init__(self, pools: dict[str, ParallelTranscriber], settings: Settings):
+        self.pools = pools
+        self.settings = settings
+        self.cancels: dict[str, threading.Event] = {}  # browser session -> its running job's cancel flag
+        self.jobs = JobCounter()
+        self.uploaded: set[str] = set()  # Gradio's own record of the files its upload route took in
+        self._kept: dict[str, str] = {}  # an upload moved into a job's folder -> the browser session it is for
+        self._claiming = threading.Lock()
+
+    def translatable(self, model: str) -> bool:
+        return can_translate(model, self.pools[model].multilingual)
+
+    def transcribe(
+        self, upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
+        initial_prompt, hotwords, line_chars, chinese_script, request: gr.Request, progress=gr.Progress(),
+    ):
+        source = upload or recording
+        if not source:
+            raise gr.Error("Choose an audio or video file, or record something, first.")
+        if task == "translate" and not self.translatable(model):
+            raise gr.Error(f"The model {model} cannot translate. Choose another model, or Transcribe.")
+        vad_threshold = number_in_range("VAD sensitivity", vad_threshold, *VAD_THRESHOLD_RANGE)
+        line_chars = number_in_range("Characters per line", line_chars, *LINE_CHARS_RANGE)
+        if line_chars != int(line_chars):
+            raise gr.Error(f"Characters per line must be a whole number, not {line_chars}.")
+        pool = self.pools[model]
+        options = TranscribeOptions(
+            language=None if language == "auto" else language, task=task,
+            initial_prompt=initial_prompt or None, hotwords=hotwords or None, batch_size=self.settings.batch_size,
+        )
+        try:
+            check_prompt(pool.spec.model_path, options)
+        except ValueError as error:
+            raise gr.Error(_sentence(str(error))) from None
+        remove_old_results(self.settings.results_dir, self.settings.keep_hours)
+        job_dir = self.settings.results_dir / uuid.uuid4().hex  # a name nobody else can guess
+        try:
+            with self.jobs.job():
+                source = self._claim(source, request.session_hash, job_dir)
+                transcript = self._run(source, pool, options, multi_gpu, vad_threshold, int(line_chars),
+                                       chinese_script, request.session_hash, progress)
+        except ServerDraining:
+            raise gr.Error("The server is restarting and takes no new jobs: try again in a minute.") from None
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)  # the upload with it: nothing of a failed job stays
+            raise
+        self._kept[str(source)] = request.session_hash
+        return self._show_result(source, job_dir, transcript, formats, is_recording=not upload)
+
+    def _claim(self, source: str, session: str, job_dir: Path) -> Path:
+        """The job's input, moved out of the upload folder into the job's folder; or the input of this
+        browser session's earlier job, transcribed again. Anything else is refused with NOT_UPLOADED."""
+        path = os.path.abspath(source)
+        with self._claiming:
+            if self._kept.get(path) == session and Path(path).is_file():
+                return Path(path)
+            if path not in self.uploaded or not Path(path).is_file():
+                raise gr.Error(NOT_UPLOADED)
+            self.uploaded.discard(path)
+            job_dir.mkdir(parents=True)
+            claimed = Path(shutil.move(path, job_dir / Path(path).name))
+        remove_if_empty(Path(path).parent)
+        return claimed
+
+    def _run(self, source, pool, options, multi_gpu, vad_threshold, line_chars, chinese_script, session, progress):
+        cancel = self.cancels[session] = threading.Event()
+
+        def show(update: Progress) -> None:
+            working = ", ".join(update.busy_devices) or "waiting for a worker"
+            progress((round(update.done_s), round(update.total_s)), desc=f"Transcribing on {working}", unit="s of speech")
+
+        progress(0, desc="Decoding and finding speech")
+        try:
+            return transcribe_file(
+                source, pool, options, VadOptions(threshold=vad_threshold), max_line_chars=line_chars,
+                chinese_script=chinese_script, on_progress=show, all_workers=multi_gpu, cancel=cancel,
+            )
+        except AudioError as error:
+            raise gr.Error(f"This file cannot be transcribed: {error.args[0].split(': ', 1)[-1]}") from None
+        except JobCancelled:
+            raise gr.Error("Cancelled.") from None
+        except JobFailed as error:
+            raise gr.Error(str(error)) from None
+        finally:
+            self.cancels.pop(session, None)
+
+    def _show_result(self, source: Path, job_dir: Path, transcript: Transcript, formats: list[str], is_recording: bool):
+        stem = source.stem
+        files = {fmt: write(transcript, job_dir / f"{stem}.{fmt}", fmt) for fmt in formats or ["srt"]}
+        # Always WebVTT of our own for the player: Gradio would otherwise convert an SRT into a
+        # temporary file of its own, outside the job's folder.
+        player_subtitles = files.get("vtt") or write(transcript, job_dir / f"{stem}.player.vtt", "vtt")
+        summary = (
+            f"**{transcript.duration:.1f} s** of audio ({transcript.language}) in **{transcript.wall_seconds:.1f} s**, "
+            f"**{transcript.realtime_factor:.1f}x realtime** on {transcript.workers} worker(s); "
+            f"{len(transcript.cues)} subtitles."
+        )
+        text = "\n".join(cue.text.replace("\n", " ") for cue in transcript.cues)
+        picture = has_picture(source)
+        downloads = [
+            gr.DownloadButton(f"Download {fmt.upper()}", value=str(files[fmt]), visible=True) if fmt in files
+            else gr.DownloadButton(visible=False)
+            for fmt in FORMATS
+        ]
+        # The input now lies in the job's folder: point the page at it, so that Transcribe again works.
+        return (
+            gr.skip() if is_recording else str(source),
+            str(source) if is_recording else gr.skip(),
+            summary,
+            text,
+            gr.Video(value=str(source), subtitles=str(player_subtitles), visible=True) if picture else gr.Video(visible=False),
+            gr.Audio(value=str(source), subtitles=str(player_subtitles), visible=True) if not picture else gr.Audio(visible=False),
+            *downloads,
+        )
+
+    def cancel(self, request: gr.Request) -> str:
+        flag = self.cancels.get(request.session_hash)
+        if flag is not None:
+            flag.set()
+        return "Cancelled."
+
+    def model_changed(self, model: str):
+        allowed = self.translatable(model)
+        return gr.Radio(interactive=allowed, value="transcribe",
+                        info=None if allowed else f"{model} cannot translate")
+
+    def remove_unused_uploads(self) -> None:
+        """Delete what was uploaded but never transcribed (at shutdown)."""
+        for path in list(self.uploaded):
+            Path(path).unlink(missing_ok=True)
+            remove_if_empty(Path(path).parent)
+        self.uploaded.clear()
+
+
+def number_in_range(name: str, value, low: float, high: float) -> float:
+    """`value` as a float, or gr.Error where it is no number, not finite, or outside [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise gr.Error(f"{name} must be a number from {low} to {high}, not {value!r}.")
+    return float(value)
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:] + "."
+
+
+def remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty, or gone already
+        pass
+
+
+def remove_old_results(root: Path, keep_hours: float) -> None:
+    """Delete result folders older than `keep_hours`; run at each job, so no timer is needed."""
+    if not root.is_dir():
+        return
+    cutoff = time.time() - keep_hours * 3600
+    for folder in root.iterdir():
+        if folder.is_dir() and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_ui(handlers: SubtitleApp) -> gr.Blocks:
+    pools = handlers.pools
+    default_model = next(iter(pools))
+    devices = pools[default_model].devices
+    several = len(devices) > 1
+    kind = "GPUs" if devices[0].startswith("cuda") else "workers"
+    languages = ["auto"] + sorted(_LANGUAGE_CODES)
+    keep_seconds = int(handlers.settings.keep_hours * 3600)
+
+    with gr.Blocks(title="whisper-for-subs", delete_cache=(3600, keep_seconds)) as demo:
+        gr.Markdown("# whisper-for-subs\nUpload a recording; download subtitles that are right, well timed and easy to read.")
+        with gr.Row():
+            with gr.Column():
+                upload = UploadedFile(label="Audio or video file", type="filepath", elem_id="upload")
+                # format=None: the recording is taken as the browser sent it (FFmpeg reads it), not
+                # converted into a second file beside it.
+                recording = gr.Audio(label="Or record", sources=["microphone"], type="filepath", format=None)
+                multi_gpu = gr.Checkbox(
+                    label=f"Multi-GPU ({len(devices)} {kind})", value=several, interactive=several,
+                    info=None if several else "This server has one device.", elem_id="multi-gpu",
+                )
+                with gr.Row():
+                    language = gr.Dropdown(languages, value="auto", label="Language")
+                    model = gr.Dropdown(list(pools), value=default_model, label="Model")
+                allowed = handlers.translatable(default_model)
+                task = gr.Radio(["transcribe", "translate"], value="transcribe", label="Task", interactive=allowed,
+                                info=None if allowed else f"{default_model} cannot translate")
+                formats = gr.CheckboxGroup(list(FORMATS), value=["srt"], label="Formats")
+                with gr.Accordion("Advanced", open=False):
+                    vad_threshold = gr.Slider(*VAD_THRESHOLD_RANGE, value=VadOptions().threshold, step=0.05,
+                                              label="VAD sensitivity (speech probability threshold)")
+                    initial_prompt = gr.Textbox(value="", label="Initial prompt")
+                    hotwords = gr.Textbox(value="", label="Hotwords")
+                    line_chars = gr.Slider(*LINE_CHARS_RANGE, value=CueOptions().max_line_chars, step=1,
+                                           label="Characters per line")
+                    chinese_script = gr.Dropdown(list(CHINESE_SCRIPTS), value=DEFAULT_CHINESE_SCRIPT,
+                                                 label="Chinese script")
+                with gr.Row():
+                    run = gr.Button("Transcribe", variant="primary", elem_id="run")
+                    stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            with gr.Column():
+                summary = gr.Markdown(label="Summary", elem_id="summary")
+                text = gr.Textbox(label="Subtitles", lines=12, elem_id="text")
+                video = gr.Video(label="Player", visible=False)
+                audio = gr.Audio(label="Player", visible=False)
+                downloads = [gr.DownloadButton(visible=False, elem_id=f"download-{fmt}") for fmt in FORMATS]
+
+        inputs = [upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
+                  initial_prompt, hotwords, line_chars, chinese_script]
+        running = run.click(handlers.transcribe, inputs, [upload, recording, summary, text, video, audio, *downloads],
+                            api_name="transcribe", concurrency_id="transcribe")
+        stop.click(handlers.cancel, None, summary, cancels=[running], api_name=False)
+        model.change(handlers.model_changed, model, task, api_name=False)
+    return demo
+
+
+def create_app(pools: dict[str, ParallelTranscriber], settings: Settings) -> FastAPI:
+    """The FastAPI app: the page at /, and /health for Docker's health check. Its `state.handlers`
+    holds the page's handlers, whose job counter the server drains at shutdown."""
+    settings.results_dir.mkdir(parents=True, exist_ok=True)
+    # Read by Gradio when the page's components are made: uploads land in the results folder.
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.results_dir)
+    handlers = SubtitleApp(pools, settings)
+    demo = build_ui(handlers)
+    handlers.uploaded = demo.upload_file_set
+    workers = len(next(iter(pools.values())).devices)
+    # A bounded queue, and as many jobs at once as keep every worker's next batch queued.
+    demo.queue(api_open=False, max_size=settings.queue_size, default_concurrency_limit=2 * workers)
+    login = (settings.username, settings.password) if settings.username else None
+    # With a login, strangers get no description of the server's routes.
+    hidden = {"docs_url": None, "redoc_url": None, "openapi_url": None} if login else {}
+    server = FastAPI(**hidden)
+    server.state.handlers = handlers
+
+    @server.get("/health")
+    def health() -> JSONResponse:
+        # The server only starts once every model is loaded, so answering is the signal; a draining
+        # server answers 503, so that a load balancer sends no new jobs. With a login, only the status.
+        if handlers.jobs.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        details = {} if login else {"models": {name: pool.model_loads for name, pool in pools.items()}}
+        return JSONResponse({"status": "ok", **details})
+
+    server.add_middleware(LoginBrake)
+    app = gr.mount_gradio_app(
+        server, demo, path="", auth=login, max_file_size=settings.max_file_size,
+        allowed_paths=[str(settings.results_dir)], enable_monitoring=False, footer_links=["api"],
+    )
+    # Gradio accepts only its own uploads as file inputs once an app "has launched"; a mounted app
+    # never does, and would otherwise copy any server path a caller names into its cache.
+    demo.has_launched = True
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_settings(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    pools = start_pools(settings)
+    # uvicorn re-raises SIGTERM once it has stopped serving; make that unwind through `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    app = create_app(pools, settings)
+    try:
+        log.info("serving on http://%s:%d", settings.host, settings.port)
+        serve(app, settings.host, settings.port, app.state.handlers.jobs, settings.drain_seconds)
+    finally:
+        for pool in pools.values():
+            pool.shutdown()
+        app.state.handlers.remove_unused_uploads()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""How the web app is served: a brake on password guessing, and a server that drains on SIGTERM.
+
+`docker stop` sends SIGTERM, waits for the container's stop grace period, then kills it. On the first
+SIGTERM the server stops taking jobs, lets the running ones finish and deliver their results, and
+only then closes its port; a second signal, or the drain time running out, stops it at once.
+"""
+
+import logging
+import math
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import uvicorn
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("whisper_for_subs")
+
+# Wrong logins allowed from one client before it must wait; each further one doubles the wait, up to
+# the most, so that a person who mistyped still gets in within a minute while guessing stays slow.
+FREE_LOGIN_FAILURES = 5
+MAX_LOGIN_DELAY_S = 60
+LOGIN_PATHS = ("/login", "/login/")
+
+# After the last job of a drain, the port stays open until neither that job's end nor any request is
+# less than QUIET_S ago (at most DELIVERY_S), so that clients can fetch the files of their results.
+QUIET_S = 2.0
+DELIVERY_S = 15.0
+# Then connections still open (a download, a page's event stream) get this long to finish.
+CLOSE_CONNECTIONS_S = 5
+
+
+class ServerDraining(RuntimeError):
+    """The server is shutting down and takes no new job."""
+
+
+class LoginBrake:
+    """ASGI middleware: after FREE_LOGIN_FAILURES wrong logins from one address, answer 429 with
+    Retry-After until a wait has passed that doubles with each further failure. A right login clears it."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+        self._failures: dict[str, tuple[int, float]] = {}  # address -> (wrong logins, locked until)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in LOGIN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        now = time.monotonic()
+        failures, locked_until = self._failures.get(client, (0, 0.0))
+        if now < locked_until:
+            wait = math.ceil(locked_until - now)
+            response = JSONResponse(
+                {"detail": f"Too many wrong logins: try again in {wait} s."},
+                status_code=429, headers={"Retry-After": str(wait)},
+            )
+            await response(scope, receive, send)
+            return
+        status = 0
+
+        async def note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, note_status)
+        if status == 200:
+            self._failures.pop(client, None)
+        elif 400 <= status < 500:
+            failures += 1
+            delay = min(MAX_LOGIN_DELAY_S, 2 ** (failures - FREE_LOGIN_FAILURES)) if failures >= FREE_LOGIN_FAILURES else 0
+            self._forget_old(now)
+            self._failures[client] = (failures, now + delay)
+
+    def _forget_old(self, now: float) -> None:
+        # Addresses whose last lock ended long ago: kept no longer, so that the table stays small.
+        for client, (_failures, locked_until) in list(self._failures.items()):
+            if locked_until < now - 3600:
+                del self._failures[client]
+
+
+class RequestClock:
+    """ASGI middleware that notes when the last HTTP request came, for the drain's quiet spell."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+        self.last_request = time.monotonic()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.last_request = time.monotonic()
+        await self.app(scope, receive, send)
+
+
+class JobCounter:
+    """The jobs running now, and whether new ones are still taken."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self.running = 0
+        self.draining = False
+
+    @contextmanager
+    def job(self) -> Iterator[None]:
+        """Count a job while it runs; raises ServerDraining once the server is shutting down."""
+        with self._changed:
+            if self.draining:
+                raise ServerDraining("the server is shutting down")
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.running -= 1
+                self._changed.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Take no new job and wait for the running ones; False if some still run after `timeout`."""
+        with self._changed:
+            self.draining = True
+            return self._changed.wait_for(lambda: self.running == 0, timeout)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose first SIGTERM or SIGINT drains the jobs before the port closes."""
+
+    def __init__(self, config: uvicorn.Config, jobs: JobCounter, clock: RequestClock, drain_seconds: float):
+        super().__init__(config)
+        self.jobs = jobs
+        self.clock = clock
+        self.drain_seconds = drain_seconds
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self.jobs.draining or self.drain_seconds <= 0:
+            super().handle_exit(sig, frame)
+            self.force_exit = True  # a second signal: no more waiting for anything
+            return
+        self._captured_signals.append(sig)  # re-raised by uvicorn once it has stopped, as its own are
+        log.info("shutting down: no new jobs; waiting up to %.0f s for %d running", self.drain_seconds, self.jobs.running)
+        threading.Thread(target=self._drain, name="drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        if not self.jobs.drain(self.drain_seconds):
+            log.warning("drain time over with %d jobs still running: stopping them", self.jobs.running)
+            self.should_exit = self.force_exit = True
+            return
+        finished = time.monotonic()
+        while time.monotonic() < min(finished + DELIVERY_S, max(finished, self.clock.last_request) + QUIET_S):
+            time.sleep(0.1)
+        log.info("every job has finished and delivered: stopping")
+        self.should_exit = True
+
+
+def serve(app: ASGIApp, host: str, port: int, jobs: JobCounter, drain_seconds: float) -> None:
+    """Serve `app` until SIGTERM or SIGINT, draining the jobs first (see the module's docstring)."""
+    clock = RequestClock(app)
+    config = uvicorn.Config(clock, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=CLOSE_CONNECTIONS_S)
+    DrainingServer(config, jobs, clock, drain_seconds).run()
