@@ -31,10 +31,9 @@ RUN useradd --create-home --uid 1000 app \
 COPY --chown=app:app . .
 USER 1000:1000
 
-# Models are downloaded into HF_HOME, results written to WHISPER_RESULTS_DIR: both are volumes.
+# Models are downloaded into HF_HOME; uploads and results live in WHISPER_RESULTS_DIR: both are volumes.
 ENV HF_HOME=/data/models \
     WHISPER_RESULTS_DIR=/data/results \
-    GRADIO_TEMP_DIR=/data/results/uploads \
     WHISPER_HOST=0.0.0.0 \
     WHISPER_PORT=7860
 VOLUME ["/data/models", "/data/results"]

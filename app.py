@@ -15,8 +15,6 @@ import logging
 import math
 import os
 import shutil
-import signal
-import sys
 import threading
 import time
 import uuid
@@ -31,11 +29,14 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from audio import AudioError, has_picture
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
-from parallel_transcriber import JobCancelled, JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
-from pipeline import Transcript, transcribe_file
+from datatypes import Transcript
+from models import model_label, parse_batch_size
+from dispatcher import JobCancelled, JobFailed, Progress
+from parallel_transcriber import ParallelTranscriber
+from pipeline import transcribe_file
 from serving import JobCounter, LoginBrake, ServerDraining, serve
+from startup import check_task, configure_logging, job_options, model_spec, start_pool, unwind_on_sigterm
 from subtitles import CueOptions
-from transcriber import TranscribeOptions, batch_size, can_translate, check_prompt, model_label, resolve_model
 from vad_splitter import VadOptions
 from writers import FORMATS, write
 
@@ -74,7 +75,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
                         help="model, or several separated by commas (the first is the default)")
     parser.add_argument("--devices", default=env("WHISPER_DEVICES", "auto"))
     parser.add_argument("--compute-type", default=env("WHISPER_COMPUTE_TYPE") or None)
-    parser.add_argument("--batch-size", type=batch_size, default=batch_size(env("WHISPER_BATCH_SIZE", "auto")))
+    parser.add_argument("--batch-size", type=parse_batch_size, default=parse_batch_size(env("WHISPER_BATCH_SIZE", "auto")))
     parser.add_argument("--max-file-size", default=env("WHISPER_MAX_FILE_SIZE", "2gb"))
     parser.add_argument("--username", default=env("WHISPER_USERNAME") or None)
     parser.add_argument("--password", default=env("WHISPER_PASSWORD") or None)
@@ -97,20 +98,14 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
 
 def start_pools(settings: Settings) -> dict[str, ParallelTranscriber]:
     """One worker pool per configured model, each loaded on every device before anything is served."""
-    devices = parse_devices(settings.devices)
-    pools = {}
-    for name in settings.models:
-        path = resolve_model(None if name == model_label(None) else name)
-        pools[name] = ParallelTranscriber(ModelSpec(path, name=name, compute_type=settings.compute_type), devices)
-    return pools
+    return {name: start_pool(model_spec(name, settings.compute_type), settings.devices) for name in settings.models}
 
 
-class UploadedFile(gr.File):
-    """A file input that hands its handler the uploaded file's path, and nothing else. (gr.File's own
-    preprocessing in Gradio 6.31 also leaves an empty temporary file in the upload folder each time.)"""
-
-    def preprocess(self, payload):
-        return None if payload is None else payload.path
+def uploaded_path(payload) -> str | None:
+    """The upload input's preprocessing: the uploaded file's path, and nothing else. (gr.File's own, in
+    Gradio 6.31, also leaves an empty temporary file in the upload folder each time. It is replaced on
+    the one input rather than in a subclass, for which Gradio would write a .pyi file beside app.py.)"""
+    return None if payload is None else payload.path
 
 
 class SubtitleApp:
@@ -127,7 +122,11 @@ class SubtitleApp:
         self._claiming = threading.Lock()
 
     def translatable(self, model: str) -> bool:
-        return can_translate(model, self.pools[model].multilingual)
+        try:
+            check_task(self.pools[model], "translate")
+            return True
+        except ValueError:
+            return False
 
     def transcribe(
         self, upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
@@ -143,12 +142,8 @@ class SubtitleApp:
         if line_chars != int(line_chars):
             raise gr.Error(f"Characters per line must be a whole number, not {line_chars}.")
         pool = self.pools[model]
-        options = TranscribeOptions(
-            language=None if language == "auto" else language, task=task,
-            initial_prompt=initial_prompt or None, hotwords=hotwords or None, batch_size=self.settings.batch_size,
-        )
         try:
-            check_prompt(pool.spec.model_path, options)
+            options = job_options(pool.spec, language, task, initial_prompt, hotwords, self.settings.batch_size)
         except ValueError as error:
             raise gr.Error(_sentence(str(error))) from None
         remove_old_results(self.settings.results_dir, self.settings.keep_hours)
@@ -290,7 +285,8 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
         gr.Markdown("# whisper-for-subs\nUpload a recording; download subtitles that are right, well timed and easy to read.")
         with gr.Row():
             with gr.Column():
-                upload = UploadedFile(label="Audio or video file", type="filepath", elem_id="upload")
+                upload = gr.File(label="Audio or video file", type="filepath", elem_id="upload")
+                upload.preprocess = uploaded_path
                 # format=None: the recording is taken as the browser sent it (FFmpeg reads it), not
                 # converted into a second file beside it.
                 recording = gr.Audio(label="Or record", sources=["microphone"], type="filepath", format=None)
@@ -373,10 +369,9 @@ def create_app(pools: dict[str, ParallelTranscriber], settings: Settings) -> Fas
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    configure_logging()
     pools = start_pools(settings)
-    # uvicorn re-raises SIGTERM once it has stopped serving; make that unwind through `finally`.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unwind_on_sigterm()  # uvicorn raises SIGTERM again once it has stopped serving
     app = create_app(pools, settings)
     try:
         log.info("serving on http://%s:%d", settings.host, settings.port)

@@ -9,7 +9,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-SAMPLE_RATE = 16000
+from datatypes import BLOCK_SAMPLES, SAMPLE_RATE
 
 # Whisper hears nothing useful in less than this; a shorter file is almost always a mistake.
 MIN_DURATION_S = 0.25
@@ -35,7 +35,7 @@ def load_audio(path: str | Path) -> np.ndarray:
     return np.concatenate(list(stream_audio(path)))
 
 
-def stream_audio(path: str | Path, block_samples: int = 60 * SAMPLE_RATE) -> Iterator[np.ndarray]:
+def stream_audio(path: str | Path, block_samples: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
     """Decode `path` block by block (each `block_samples` long but the last), so that later stages
     can start on the beginning of a long file while the rest is still being decoded.
 

@@ -7,11 +7,11 @@ output and the log, so that nothing disappears silently.
 
 import functools
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import opencc
 
-from transcriber import Segment, Word
+from datatypes import Dropped, Segment, Word
 
 # Whisper's own rule for "no speech here": likely silence, and the text it wrote is not likely either.
 NO_SPEECH_PROB = 0.6
@@ -38,14 +38,6 @@ CHINESE_SCRIPTS = {
     "unchanged": None,
 }
 DEFAULT_CHINESE_SCRIPT = "Taiwan Traditional"
-
-
-@dataclass
-class Dropped:
-    start: float
-    end: float
-    text: str
-    reason: str
 
 
 def clean_segments(segments: list[Segment]) -> tuple[list[Segment], list[Dropped]]:

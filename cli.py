@@ -5,7 +5,6 @@ Exit codes: 0 success, 2 a user error (bad file, bad option, unknown model), 1 a
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -14,9 +13,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from audio import AudioError
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
-from parallel_transcriber import JobFailed, ModelSpec, ParallelTranscriber, Progress, parse_devices
+from datatypes import TranscribeOptions
+from models import ModelError, parse_batch_size
+from dispatcher import JobFailed, Progress
+from parallel_transcriber import ParallelTranscriber
 from pipeline import transcribe_file
-from transcriber import ModelError, TranscribeOptions, batch_size, can_translate, check_prompt, model_label, resolve_model
+from startup import check_task, configure_logging, job_options, model_spec, start_pool, unwind_on_sigterm
 from writers import FORMATS, write
 
 USER_ERROR, INTERNAL_ERROR = 2, 1
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     parser.add_argument("--initial-prompt")
     parser.add_argument("--hotwords")
-    parser.add_argument("--batch-size", type=batch_size, default=None,
+    parser.add_argument("--batch-size", type=parse_batch_size, default=None,
                         help="windows per batched call (default auto: as many as fit each device's free memory)")
     parser.add_argument("--max-line-chars", type=int, help="characters per subtitle line (default 42, 16 for CJK)")
     parser.add_argument("--chinese-script", choices=list(CHINESE_SCRIPTS), default=DEFAULT_CHINESE_SCRIPT,
@@ -59,27 +61,19 @@ def output_paths(inputs: list[Path], output: str | None, fmt: str | None) -> lis
 
 
 def run(args: argparse.Namespace) -> int:
-    model_path = resolve_model(args.model)
+    spec = model_spec(args.model, args.compute_type)
     if args.download_only:
-        print(model_path)
+        print(spec.model_path)
         return 0
     if not args.inputs:
         raise ValueError("no input file given")
     inputs = [Path(name) for name in args.inputs]
     targets = output_paths(inputs, args.output, args.format)
-    options = TranscribeOptions(
-        language=None if args.language == "auto" else args.language,
-        task=args.task,
-        initial_prompt=args.initial_prompt,
-        hotwords=args.hotwords,
-        batch_size=args.batch_size,
-    )
-    check_prompt(model_path, options)  # before any model is loaded
-    spec = ModelSpec(model_path, name=model_label(args.model), compute_type=args.compute_type)
+    # Checked before any model is loaded.
+    options = job_options(spec, args.language, args.task, args.initial_prompt, args.hotwords, args.batch_size)
     failures = 0
-    with ParallelTranscriber(spec, parse_devices(args.devices)) as pool:
-        if args.task == "translate" and not can_translate(spec.name, pool.multilingual):
-            raise ValueError(f"the model {spec.name} cannot translate; choose a multilingual model such as large-v3")
+    with start_pool(spec, args.devices) as pool:
+        check_task(pool, args.task)
         for source, (target, fmt) in zip(inputs, targets):
             try:
                 transcript = _transcribe_with_bar(source, pool, options, args)
@@ -112,10 +106,8 @@ def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: Trans
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    # SIGTERM (docker stop, kill) unwinds like Ctrl-C, so that the worker processes are stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    configure_logging(args.quiet)
+    unwind_on_sigterm()
     try:
         return run(args)
     except (ModelError, ValueError, AudioError) as error:

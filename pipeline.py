@@ -6,43 +6,24 @@ The command line and the web app are thin shells over `transcribe_file`.
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from audio import SAMPLE_RATE, stream_audio
-from cleanup import DEFAULT_CHINESE_SCRIPT, Dropped, clean_segments, convert_chinese_script
-from parallel_transcriber import ParallelTranscriber, Progress
-from subtitles import BROADCAST, CHINESE_JAPANESE, Cue, CueOptions, build_cues
-from transcriber import Segment, TranscribeOptions, check_prompt
+from audio import stream_audio
+from cleanup import DEFAULT_CHINESE_SCRIPT, clean_segments, convert_chinese_script
+from datatypes import SAMPLE_RATE, TranscribeOptions, Transcript
+from dispatcher import Progress
+from parallel_transcriber import ParallelTranscriber
+from subtitles import BROADCAST, CHINESE_JAPANESE, CueOptions, build_cues
+from models import check_prompt
 from vad_splitter import VadOptions, stream_units
 
 log = logging.getLogger("whisper_for_subs")
 
 LANGUAGES_WITHOUT_SPACES = ("zh", "ja", "yue")
-
-
-@dataclass
-class Transcript:
-    source: str  # the input's file name
-    duration: float  # seconds of audio in the file
-    speech: float  # seconds of it that are speech
-    language: str
-    segments: list[Segment]
-    cues: list[Cue]
-    dropped: list[Dropped]  # text Whisper wrote that is not shown, with the reason
-    stage_seconds: dict[str, float]  # decode+vad (overlapping transcription), transcribe (the rest), cues
-    workers: int
-
-    @property
-    def wall_seconds(self) -> float:
-        return sum(self.stage_seconds.values())
-
-    @property
-    def realtime_factor(self) -> float:
-        return self.duration / max(self.wall_seconds, 1e-9)
 
 
 def cue_options_for(language: str) -> CueOptions:
@@ -65,7 +46,9 @@ def transcribe_file(
     audio, JobFailed or JobCancelled when the transcription does not finish.
 
     `blocks` is the file's audio where the caller has decoded it already (as `stream_audio` does:
-    16 kHz mono, one-minute blocks); otherwise the file is decoded here."""
+    16 kHz mono, one-minute blocks); otherwise the file is decoded here. An initial prompt and
+    hotwords too long for the model raise ValueError."""
+    check_prompt(pool.spec.model_path, options)
     stages: dict[str, float] = {}
     started = time.perf_counter()
     job = pool.open_job(options, all_workers)

@@ -118,10 +118,14 @@ class JobCounter:
                 self.running -= 1
                 self._changed.notify_all()
 
-    def drain(self, timeout: float) -> bool:
-        """Take no new job and wait for the running ones; False if some still run after `timeout`."""
+    def start_draining(self) -> None:
+        """Take no new job from now on."""
         with self._changed:
             self.draining = True
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait for the running jobs; False if some still run after `timeout`."""
+        with self._changed:
             return self._changed.wait_for(lambda: self.running == 0, timeout)
 
 
@@ -140,11 +144,12 @@ class DrainingServer(uvicorn.Server):
             self.force_exit = True  # a second signal: no more waiting for anything
             return
         self._captured_signals.append(sig)  # re-raised by uvicorn once it has stopped, as its own are
+        self.jobs.start_draining()  # here, not in the thread: a second signal must find it set
         log.info("shutting down: no new jobs; waiting up to %.0f s for %d running", self.drain_seconds, self.jobs.running)
         threading.Thread(target=self._drain, name="drain", daemon=True).start()
 
     def _drain(self) -> None:
-        if not self.jobs.drain(self.drain_seconds):
+        if not self.jobs.wait_until_idle(self.drain_seconds):
             log.warning("drain time over with %d jobs still running: stopping them", self.jobs.running)
             self.should_exit = self.force_exit = True
             return

@@ -7,7 +7,7 @@ but never linger over silence, a gap between cues, and a new cue at each sentenc
 import unicodedata
 from dataclasses import dataclass
 
-from transcriber import Segment, Word
+from datatypes import Cue, Segment, Word
 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！", "…")
 CLAUSE_ENDS = (",", ";", ":", "，", "；", "：", "、")
@@ -31,18 +31,6 @@ class CueOptions:
 
 BROADCAST = CueOptions()
 CHINESE_JAPANESE = CueOptions(max_line_chars=16, max_chars_per_second=17.0, join_without_spaces=True)
-
-
-@dataclass
-class Cue:
-    start: float
-    end: float
-    lines: list[str]
-    words: list[Word]
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 def build_cues(segments: list[Segment], options: CueOptions = BROADCAST) -> list[Cue]:

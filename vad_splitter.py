@@ -10,14 +10,18 @@ import math
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from audio import SAMPLE_RATE
+from datatypes import BLOCK_SAMPLES, JOINT_SILENCE_S, SAMPLE_RATE, WorkUnit
 
 FRAME_SAMPLES = 512  # Silero's window at 16 kHz: one speech probability per 32 ms
+FRAME_MS = FRAME_SAMPLES * 1000 // SAMPLE_RATE
+# Silero's own rule: speech that started above the threshold ends only where the probability falls
+# this far below it (get_speech_timestamps' default `neg_threshold`).
+SILENCE_BELOW_THRESHOLD = 0.15
 CONTEXT_SAMPLES = 64  # Silero sees this much of the previous frame with each frame
 # The VAD of a long file runs on stretches of this length at once, on as many threads as there are
 # cores. The first stretch is one decoded block, so that the first units go out early.
@@ -28,57 +32,22 @@ STRETCH_FRAMES = 7500  # 4 min
 # far below the 5e-5 by which Silero's own TorchScript and ONNX models differ.
 FIXUP_FRAMES = 256
 AGREEMENT = 1e-5
-# Silence put between the spans of a unit, so that Whisper hears a pause where the file had one and
-# its word timings do not run from one span into the next.
-JOINT_SILENCE_S = 0.3
 
 
 @dataclass(frozen=True)
 class VadOptions:
-    """How speech is found and grouped; the defaults suit speech in films, talks and meetings."""
+    """How speech is found and grouped; the defaults suit speech in films, talks and meetings. The
+    names are those of silero-vad's `get_speech_timestamps`, which takes them as they are (`asdict`)."""
 
     threshold: float = 0.5  # speech probability above which a frame is speech
-    min_speech_ms: int = 250  # shorter blips are noise, but a short "Yes." is longer than this
-    min_silence_ms: int = 300  # a pause shorter than this does not end a speech span
+    min_speech_duration_ms: int = 250  # shorter blips are noise, but a short "Yes." is longer than this
+    min_silence_duration_ms: int = 300  # a pause shorter than this does not end a speech span
     speech_pad_ms: int = 200  # kept on each side of a span so that no word is clipped
-    max_unit_s: float = 30.0  # Whisper's window
-
-
-@dataclass
-class WorkUnit:
-    """Speech spans of a file joined together: what one Whisper window transcribes."""
-
-    index: int  # position in the file, counting from 0
-    spans: list[tuple[float, float]]  # (start, end) in seconds of the file, in order
-    audio: np.ndarray  # the spans' samples, with JOINT_SILENCE_S of silence between them
+    max_speech_duration_s: float = 30.0  # Whisper's window: no span, and no unit, is longer
 
     @property
-    def duration(self) -> float:
-        return len(self.audio) / SAMPLE_RATE
-
-    def to_file_times(self, start: float, end: float) -> tuple[float, float]:
-        """Map a stretch of the unit's audio (a word, say) to its times in the file.
-
-        A word belongs to the span that holds its middle; one whose middle falls in the silence
-        between two spans belongs to the later span (Whisper stretches a word's start back over the
-        pause before it). The word is then kept inside its span.
-        """
-        start, end = float(start), float(end)
-        middle = (start + end) / 2
-        offset = 0.0
-        for index, (span_start, span_end) in enumerate(self.spans):
-            length = span_end - span_start
-            is_last = index + 1 == len(self.spans)
-            if is_last or middle < offset + length + JOINT_SILENCE_S:
-                if not is_last and middle >= offset + length:  # in the silence after this span
-                    offset += length + JOINT_SILENCE_S
-                    span_start, span_end = self.spans[index + 1]
-                    length = span_end - span_start
-                break
-            offset += length + JOINT_SILENCE_S
-        inside_start = min(max(start - offset, 0.0), length)
-        inside_end = min(max(end - offset, inside_start), length)
-        return round(span_start + inside_start, 3), round(span_start + inside_end, 3)
+    def silence_threshold(self) -> float:
+        return max(self.threshold - SILENCE_BELOW_THRESHOLD, 0.01)  # as silero-vad computes it
 
 
 @functools.cache
@@ -188,11 +157,7 @@ def _spans_from_probabilities(probabilities: np.ndarray, samples: int, options: 
     spans = get_speech_timestamps_from_probs(
         probabilities.tolist(),
         sampling_rate=SAMPLE_RATE,
-        threshold=options.threshold,
-        min_speech_duration_ms=options.min_speech_ms,
-        max_speech_duration_s=options.max_unit_s,
-        min_silence_duration_ms=options.min_silence_ms,
-        speech_pad_ms=options.speech_pad_ms,
+        **asdict(options),
         use_max_poss_sil_at_max_speech=True,
         audio_length_samples=samples,
     )
@@ -201,8 +166,8 @@ def _spans_from_probabilities(probabilities: np.ndarray, samples: int, options: 
 
 def split_audio(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[WorkUnit]:
     """Cut the speech in `audio` into work units; audio without speech gives no units."""
-    block = 60 * SAMPLE_RATE  # as `stream_audio` decodes it
-    return list(stream_units((audio[start : start + block] for start in range(0, len(audio), block)), options))
+    blocks = (audio[start : start + BLOCK_SAMPLES] for start in range(0, len(audio), BLOCK_SAMPLES))  # as decoded
+    return list(stream_units(blocks, options))
 
 
 def stream_units(blocks: Iterable[np.ndarray], options: VadOptions = VadOptions()) -> Iterator[WorkUnit]:
@@ -256,8 +221,8 @@ def _settle(grouper, settled, pending_audio, pending_probabilities, options, fin
 
 def _last_safe_cut(probabilities: np.ndarray, options: VadOptions) -> int:
     """The middle frame of the last silence long enough that no speech span can cross it, or 0."""
-    needed = math.ceil((options.min_silence_ms + 2 * options.speech_pad_ms) / 32) + 2
-    quiet = np.concatenate([[False], probabilities < options.threshold - 0.15, [False]])
+    needed = math.ceil((options.min_silence_duration_ms + 2 * options.speech_pad_ms) / FRAME_MS) + 2
+    quiet = np.concatenate([[False], probabilities < options.silence_threshold, [False]])
     edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
     starts, ends = edges[0::2], edges[1::2]
     long_enough = np.flatnonzero(ends - starts >= needed)
@@ -268,10 +233,10 @@ def _last_safe_cut(probabilities: np.ndarray, options: VadOptions) -> int:
 
 
 class _UnitGrouper:
-    """Packs speech spans, in time order, into units of at most `max_unit_s`."""
+    """Packs speech spans, in time order, into units of at most `max_speech_duration_s`."""
 
     def __init__(self, options: VadOptions):
-        self.max_samples = int(options.max_unit_s * SAMPLE_RATE)
+        self.max_samples = int(options.max_speech_duration_s * SAMPLE_RATE)
         self.joint = np.zeros(int(JOINT_SILENCE_S * SAMPLE_RATE), dtype=np.float32)
         self.spans: list[tuple[int, int]] = []
         self.pieces: list[np.ndarray] = []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pysubs2
 
-from pipeline import Transcript
+from datatypes import Transcript
 
 FORMATS = ("srt", "vtt", "ass", "txt", "json")
 

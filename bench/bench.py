@@ -34,16 +34,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import av  # noqa: E402
 from faster_whisper import BatchedInferencePipeline, WhisperModel  # noqa: E402
 
-from audio import SAMPLE_RATE, load_audio  # noqa: E402
+from audio import load_audio  # noqa: E402
+from datatypes import BLOCK_SAMPLES, SAMPLE_RATE, TranscribeOptions  # noqa: E402
+from models import model_label, resolve_model  # noqa: E402
 from parallel_transcriber import ModelSpec, ParallelTranscriber, parse_devices  # noqa: E402
 from pipeline import transcribe_file  # noqa: E402
 from reference_vad import silero_spans, unit_spans  # noqa: E402
-from transcriber import TranscribeOptions, WhisperTranscriber, model_label, resolve_model  # noqa: E402
+from transcriber import WhisperTranscriber  # noqa: E402
 from vad_splitter import split_audio  # noqa: E402
 
 # The GPU kit puts an empty stand-in module where PyAV is not installed.
 HAVE_PYAV = hasattr(av, "open")
-BLOCK_SAMPLES = 60 * SAMPLE_RATE  # as the app decodes
 
 
 def generate_talk(path: Path, minutes: float) -> str:

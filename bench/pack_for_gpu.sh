@@ -13,7 +13,8 @@ grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/excl
 cp -r "$KIT"/* .gpu/
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d .gpu/whl $(grep -E '^(ctranslate2|faster-whisper|opencc|soundfile)==' requirements.txt)
+  -d .gpu/whl $(grep -E '^(ctranslate2|faster-whisper|opencc|soundfile)==' requirements.txt) \
+  $(python3 -m pip freeze | grep -E '^(cffi|pycparser)==')  # what soundfile needs there
 
 silero=$(python3 -c 'import os, silero_vad; print(os.path.dirname(silero_vad.__file__))')
 cp "$silero"/*.py .gpu/py/silero_vad/

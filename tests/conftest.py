@@ -3,11 +3,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 import speech
 from parallel_transcriber import ModelSpec, ParallelTranscriber
-from transcriber import resolve_model
+from models import resolve_model
 
 DATA = Path(__file__).parent / "data"
 
@@ -35,6 +37,19 @@ def composition(tmp_path_factory):
     samples, placed = speech.standard_composition()
     path = speech.write_wav(tmp_path_factory.mktemp("composition") / "composition.wav", samples)
     return path, placed
+
+
+def tiled(path: Path, times: int, target: Path) -> Path:
+    """`path`'s audio `times` over, written to `target`."""
+    samples, rate = soundfile.read(path, dtype="float32")
+    soundfile.write(target, np.tile(samples, times), rate, subtype="PCM_16")
+    return target
+
+
+@pytest.fixture(scope="session")
+def long_talk(composition, tmp_path_factory) -> Path:
+    """About 9 minutes, the composition five times over: half a minute of work for one CPU worker."""
+    return tiled(composition[0], 5, tmp_path_factory.mktemp("long") / "long-talk.wav")
 
 
 @pytest.fixture(scope="session")

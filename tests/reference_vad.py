@@ -3,10 +3,12 @@
 Shared by the tests and bench/bench.py; it imports torch, so nothing in the app imports it.
 """
 
+from dataclasses import asdict
+
 import numpy as np
 
-from audio import SAMPLE_RATE
-from vad_splitter import VadOptions, WorkUnit
+from datatypes import SAMPLE_RATE, WorkUnit
+from vad_splitter import VadOptions
 
 
 def silero_spans(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[tuple[int, int]]:
@@ -17,11 +19,7 @@ def silero_spans(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[
     spans = get_speech_timestamps(
         torch.from_numpy(audio),
         load_silero_vad(),
-        threshold=options.threshold,
-        min_speech_duration_ms=options.min_speech_ms,
-        max_speech_duration_s=options.max_unit_s,
-        min_silence_duration_ms=options.min_silence_ms,
-        speech_pad_ms=options.speech_pad_ms,
+        **asdict(options),
     )
     return [(span["start"], span["end"]) for span in spans]
 

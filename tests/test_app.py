@@ -6,9 +6,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 import srt
 from gradio_client import Client, handle_file
 from playwright.sync_api import expect, sync_playwright
@@ -27,7 +25,7 @@ def server(tmp_path_factory):
     assert get_json(app.url + "/health") == {"status": "ok", "models": {"tiny.en (bundled)": 2}}
     pids = worker_pids(app.process.pid)
     assert len(pids) == 2
-    yield app.url
+    yield app
     assert app.stop() == 143
     print(app.output())  # shown by pytest when a test of this module failed
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids), "worker processes outlived the server"
@@ -45,7 +43,7 @@ def browser():
 def page(browser, server):
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 1000})
     page = context.new_page()
-    page.goto(server)
+    page.goto(server.url)
     page.wait_for_selector("#run")
     yield page
     context.close()
@@ -63,15 +61,6 @@ def upload_and_run(page, path: Path) -> None:
 
 def wait_for_summary(page, timeout_s: float = 120):
     expect(page.locator("#summary")).to_contain_text("realtime", timeout=timeout_s * 1000)
-
-
-@pytest.fixture(scope="module")
-def long_recording(composition, tmp_path_factory) -> Path:
-    """About 9 minutes: the test composition five times over."""
-    samples, rate = soundfile.read(composition[0], dtype="float32")
-    path = tmp_path_factory.mktemp("long") / "long-talk.wav"
-    soundfile.write(path, np.tile(samples, 5), rate, subtype="PCM_16")
-    return path
 
 
 def test_upload_multi_gpu_transcribe_and_download(page, server, jfk):
@@ -103,8 +92,8 @@ def test_bad_file_shows_an_error_and_the_next_file_works(page, jfk, tmp_path):
     wait_for_summary(page)
 
 
-def test_cancel_stops_the_job_and_the_next_runs_at_once(page, server, long_recording, jfk):
-    upload_and_run(page, long_recording)
+def test_cancel_stops_the_job_and_the_next_runs_at_once(page, server, long_talk, jfk):
+    upload_and_run(page, long_talk)
     expect(page.get_by_text("Transcribing on").first).to_be_visible(timeout=60_000)
     page.click("#cancel")
     expect(page.locator("#summary")).to_contain_text("Cancelled", timeout=10_000)
@@ -114,23 +103,26 @@ def test_cancel_stops_the_job_and_the_next_runs_at_once(page, server, long_recor
     # The long file's remaining ~8 minutes of speech were dropped, not worked through first.
     assert time.monotonic() - started < 30
     assert "11.0 s" in page.inner_text("#summary")
+    # The cancelled job left nothing behind: not its upload, not a folder.
+    assert not list(server.results.rglob(long_talk.name))
+    assert all(any(folder.iterdir()) for folder in server.results.iterdir())
 
 
 def test_three_uploads_load_no_more_models(page, server, jfk):
     for _ in range(3):
         upload_and_run(page, jfk[0])
         wait_for_summary(page)
-    assert get_json(server + "/health")["models"] == {"tiny.en (bundled)": 2}
+    assert get_json(server.url + "/health")["models"] == {"tiny.en (bundled)": 2}
 
 
 def test_gradio_client_round_trip_and_no_direct_post(server, jfk, tmp_path):
-    client = Client(server + "/", verbose=False, download_files=str(tmp_path))
+    client = Client(server.url + "/", verbose=False, download_files=str(tmp_path))
     result = client.predict(upload=handle_file(str(jfk[0])), recording=None, formats=["srt", "vtt"],
                             api_name="/transcribe")
     summary, text, *_players, srt_button, vtt_button, _ass, _txt, _json = result
     assert "realtime" in summary and word_error_rate(jfk[1], text) <= 0.10
     assert Path(srt_button["value"]).name == "jfk.srt" and Path(vtt_button["value"]).name == "jfk.vtt"
-    request = urllib.request.Request(server + "/gradio_api/run/transcribe", data=b'{"data": []}',
+    request = urllib.request.Request(server.url + "/gradio_api/run/transcribe", data=b'{"data": []}',
                                      headers={"Content-Type": "application/json"}, method="POST")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)

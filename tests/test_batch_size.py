@@ -4,10 +4,10 @@ import struct
 
 import pytest
 
-from transcriber import (
+from models import (
     MAX_BATCH_SIZE,
     ModelDimensions,
-    batch_size,
+    parse_batch_size,
     choose_batch_size,
     free_memory,
     memory_per_window,
@@ -80,10 +80,10 @@ def test_free_memory_of_this_machine_is_read():
 
 @pytest.mark.parametrize("text, expected", [("auto", None), ("1", 1), ("24", 24), (" 8 ", 8)])
 def test_batch_size_setting(text, expected):
-    assert batch_size(text) == expected
+    assert parse_batch_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "big", ""])
 def test_bad_batch_size_settings_are_refused(text):
     with pytest.raises(ValueError, match="batch size must be auto or a whole number"):
-        batch_size(text)
+        parse_batch_size(text)

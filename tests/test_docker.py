@@ -33,6 +33,14 @@ def test_volumes_hold_the_model_cache_and_results():
     assert set(COMPOSE["volumes"]) == {"models", "results"}
 
 
+def test_docker_stop_waits_longer_than_the_drain():
+    default_drain = web.parse_settings([]).drain_seconds
+    for service in COMPOSE["services"].values():
+        grace = service["stop_grace_period"]
+        assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) > default_drain
+        assert service["environment"]["WHISPER_DRAIN_SECONDS"] == f"${{WHISPER_DRAIN_SECONDS:-{default_drain:.0f}}}"
+
+
 def test_health_checks_point_at_a_route_that_answers(model_spec, tmp_path):
     assert COMPOSE["services"]["app"]["healthcheck"]["test"] == ["CMD", "curl", "-fsS", "http://127.0.0.1:7860/health"]
     assert 'CMD ["curl", "-fsS", "http://127.0.0.1:7860/health"]' in DOCKERFILE
@@ -52,6 +60,7 @@ SETTING_OF = {
     "WHISPER_USERNAME": ("username", "ada", "ada"),
     "WHISPER_PASSWORD": ("password", "secret", "secret"),
     "WHISPER_KEEP_HOURS": ("keep_hours", "6", 6.0),
+    "WHISPER_DRAIN_SECONDS": ("drain_seconds", "120", 120.0),
     "WHISPER_RESULTS_DIR": ("results_dir", "/data/results", None),
     "WHISPER_HOST": ("host", "0.0.0.0", "0.0.0.0"),
     "WHISPER_PORT": ("port", "7860", 7860),

@@ -15,9 +15,7 @@ import uuid
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-import soundfile
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
@@ -262,15 +260,6 @@ def test_password_guessing_is_slowed_and_the_right_password_still_gets_in(tmp_pa
 @pytest.fixture(scope="module")
 def minute_of_speech(composition) -> Path:
     return composition[0]  # about 112 s with 22 sentences: a few seconds of work for one worker
-
-
-@pytest.fixture(scope="module")
-def long_talk(composition, tmp_path_factory) -> Path:
-    """About 9 minutes: half a minute of work for one worker, far longer than a forced stop may take."""
-    samples, rate = soundfile.read(composition[0], dtype="float32")
-    path = tmp_path_factory.mktemp("long") / "long-talk.wav"
-    soundfile.write(path, np.tile(samples, 5), rate, subtype="PCM_16")
-    return path
 
 
 def transcribe_in_background(url: str, path: Path) -> tuple[threading.Thread, dict]:

@@ -5,16 +5,17 @@ import threading
 import time
 from dataclasses import replace
 
-import numpy as np
 import pytest
-import soundfile
 
 from audio import load_audio
+from conftest import tiled
 from engines import POISON_INDEX, CrashingTranscriber, ShortOfMemoryTranscriber
-from parallel_transcriber import JobFailed, ParallelTranscriber, parse_devices
+from dispatcher import JobCancelled, JobFailed
+from parallel_transcriber import ParallelTranscriber, parse_devices
 from pipeline import transcribe_file
-from transcriber import MAX_BATCH_SIZE, TranscribeOptions
-from vad_splitter import WorkUnit, split_audio
+from datatypes import TranscribeOptions, WorkUnit
+from models import MAX_BATCH_SIZE
+from vad_splitter import split_audio
 from writers import render
 
 SMALL_BATCHES = TranscribeOptions(batch_size=1)
@@ -34,6 +35,18 @@ def wait_for(condition, seconds: float = 60) -> bool:
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.05)
     return condition()
+
+
+def killer(pid: int):
+    """A progress callback that kills the process `pid` at the first report, and the event it sets."""
+    killed = threading.Event()
+
+    def kill_once(progress):
+        if not killed.is_set():
+            killed.set()
+            os.kill(pid, 9)
+
+    return kill_once, killed
 
 
 def alive(pid: int) -> bool:
@@ -110,13 +123,7 @@ def test_progress_is_reported_as_batches_finish(two_workers, composition):
 def test_a_killed_worker_is_replaced_and_the_job_still_finishes_identically(model_spec, composition, undisturbed):
     with ParallelTranscriber(model_spec, ["cpu", "cpu"]) as pool:
         victim = pool.worker_pids()[0]
-        killed = threading.Event()
-
-        def kill_once(progress):
-            if not killed.is_set():
-                killed.set()
-                os.kill(victim, 9)
-
+        kill_once, killed = killer(victim)
         transcript = transcribe_file(composition[0], pool, SMALL_BATCHES, on_progress=kill_once)
         assert killed.is_set() and not alive(victim)
         assert timed_words(transcript) == timed_words(undisturbed)
@@ -182,8 +189,6 @@ def test_two_jobs_at_once_share_the_workers(two_workers, composition_units):
 
 
 def test_cancel_drops_pending_units_and_keeps_workers(two_workers, composition_units, jfk):
-    from parallel_transcriber import JobCancelled
-
     loads = two_workers.model_loads
     job = two_workers.submit(copies(composition_units, 4), SMALL_BATCHES)
     two_workers.cancel(job)
@@ -211,10 +216,7 @@ def test_shutdown_leaves_no_worker_processes(model_spec):
 @pytest.fixture(scope="module")
 def four_minutes(composition, tmp_path_factory):
     """The test composition twice over: enough units for several full batches at the CPU's size."""
-    samples, rate = soundfile.read(composition[0], dtype="float32")
-    path = tmp_path_factory.mktemp("four-minutes") / "four-minutes.wav"
-    soundfile.write(path, np.tile(samples, 2), rate, subtype="PCM_16")
-    return path
+    return tiled(composition[0], 2, tmp_path_factory.mktemp("four-minutes") / "four-minutes.wav")
 
 
 def test_the_same_file_gives_byte_identical_subtitles_however_it_is_run(model_spec, two_workers, four_minutes):
@@ -230,14 +232,7 @@ def test_the_same_file_gives_byte_identical_subtitles_however_it_is_run(model_sp
     assert beside == {"this": alone, "other": alone}
 
     with ParallelTranscriber(model_spec, ["cpu", "cpu"]) as pool:
-        victim = pool.worker_pids()[1]
-        killed = threading.Event()
-
-        def kill_once(progress):
-            if not killed.is_set():
-                killed.set()
-                os.kill(victim, 9)
-
+        kill_once, killed = killer(pool.worker_pids()[1])
         crashed = render(transcribe_file(four_minutes, pool, on_progress=kill_once), "srt")
         assert killed.is_set() and pool.model_loads == 3
     assert crashed == alone

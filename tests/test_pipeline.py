@@ -9,7 +9,8 @@ import srt
 import webvtt
 
 import speech
-from audio import SAMPLE_RATE, load_audio
+from audio import load_audio
+from datatypes import SAMPLE_RATE
 from conftest import make_media
 from helpers import run_cli, word_error_rate
 from pipeline import transcribe_file
@@ -85,8 +86,10 @@ def test_writers_parse_with_independent_readers(composition_transcript, tmp_path
     assert document["language"] == "en"
     words = [w for segment in document["segments"] for w in segment["words"]]
     assert words and all({"start", "end", "text", "probability"} <= w.keys() for w in words)
-    assert render(composition_transcript, "txt").strip()
-    assert "Dialogue:" in render(composition_transcript, "ass")
+    assert render(composition_transcript, "txt").splitlines() == [s.text for s in composition_transcript.segments]
+    dialogue = [line.split(",,", 2)[-1] for line in render(composition_transcript, "ass").splitlines()
+                if line.startswith("Dialogue:")]
+    assert dialogue == [cue.text.replace("\n", "\\N") for cue in composition_transcript.cues]
 
 
 def test_units_never_cut_speech_and_fit_whisper_window(composition):

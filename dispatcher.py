@@ -1,0 +1,371 @@
+"""The dispatcher: which batch of which job goes to which worker, and what becomes of the answer.
+
+One thread runs it, taking one message at a time from its inbox (jobs opened, units added, a batch's
+answer...), so that only it ever changes jobs and workers and nothing needs a lock. It hands batches
+to whichever worker is free, longest first, taking turns between jobs, with at most two batches in
+flight per worker: one running and the next queued behind it, so that a worker never waits for the
+dispatcher and a newly arrived job never waits behind a whole other job.
+
+Which units share a batch is decided by the job alone (`Job.form_batches`), never by timing: a batched
+model's arithmetic differs a little with its batch, and the same file must give the same subtitles
+whether it runs alone, beside other jobs, on one worker or several, or through a crash.
+
+It sees workers only through `WorkerHandle` (the processes are in `parallel_transcriber.py`), so that
+its decisions can be tested with workers that are not processes.
+"""
+
+import itertools
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from datatypes import Segment, TranscribeOptions, WorkUnit
+
+log = logging.getLogger("whisper_for_subs")
+
+MAX_TRIES = 3  # a unit whose worker dies this many times fails its job
+BATCHES_IN_FLIGHT = 2  # per worker: one running, one queued behind it
+
+
+class JobFailed(RuntimeError):
+    """A job could not be finished; the message says why."""
+
+
+class JobCancelled(RuntimeError):
+    """The job was cancelled by its owner."""
+
+
+@dataclass
+class Progress:
+    done_s: float  # speech transcribed so far
+    total_s: float  # speech found in the file so far
+    busy_devices: list[str]  # devices working on this job right now
+
+
+# A worker's answers.
+
+
+@dataclass
+class Transcribed:
+    """The answer for a batch."""
+
+    segments: list[list[Segment]]  # one list per unit, in the batch's order
+    batch_size: int  # the most windows the worker now runs at once: smaller after running out of memory
+
+
+@dataclass
+class Detected:
+    """The answer for a language detection."""
+
+    language: str
+
+
+class WorkerHandle(Protocol):
+    """One worker, as the dispatcher uses it. Each call's future fails with BrokenProcessPool when the
+    worker dies on it (or is cancelled); a worker that died must be restarted before it takes more."""
+
+    device: str
+
+    def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> "Future[Transcribed]": ...
+
+    def detect_language(self, unit: WorkUnit) -> "Future[Detected]": ...
+
+    def restart(self) -> "Future[int]":
+        """Replace the dead worker; the future gives the new one's batch size once its model is loaded."""
+        ...
+
+
+@dataclass
+class Job:
+    """One file's work units on their way through the workers."""
+
+    id: int
+    options: TranscribeOptions
+    all_workers: bool  # False: the job keeps to one worker (single-device mode)
+    units: list[WorkUnit] = field(default_factory=list)
+    worker_indexes: list[int] = field(default_factory=list)  # the workers it may use, set when it opens
+    batch_size: int = 1  # the most units in one of its batches, set when it opens
+    progress: Progress | None = None  # replaced (never changed in place) after each batch
+    unbatched: list[WorkUnit] = field(default_factory=list)  # units not yet in a batch, in file order
+    batches: list[list[WorkUnit]] = field(default_factory=list)  # formed, waiting for a worker
+    batches_formed: int = 0
+    results: dict[int, list[Segment]] = field(default_factory=dict)  # unit index -> its segments
+    tries: dict[int, int] = field(default_factory=dict)  # unit index -> times its worker died on it
+    detecting: bool = False
+    closed: bool = False  # no more units will be added
+    error: Exception | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def language(self) -> str | None:
+        return self.options.language
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.finished.wait(timeout)
+
+    def segments(self) -> list[Segment]:
+        """Wait for the job; its segments in time order, or the reason it failed."""
+        self.finished.wait()
+        if self.error is not None:
+            raise self.error
+        return [segment for index in sorted(self.results) for segment in self.results[index]]
+
+    def form_batches(self) -> None:
+        """Cut the units received so far into batches, in file order: the first of 1 unit, then 2, 4
+        and so on up to `batch_size`, the last one what is left once the job is closed. The sizes
+        depend only on the job, so its batches are the same however its units arrive and whoever
+        runs them; the small first ones start the workers while the rest of the file is decoded,
+        and the full ones after them keep a GPU busy."""
+        while self.unbatched:
+            size = min(self.batch_size, 2**self.batches_formed)
+            if len(self.unbatched) < size and not self.closed:
+                return
+            self.batches.append(self.unbatched[:size])
+            del self.unbatched[:size]
+            self.batches_formed += 1
+
+    def take_batch(self) -> list[WorkUnit]:
+        """The batch to send next: the longest, so that no worker is left with a long one at the end
+        while the others sit idle (the classic longest-processing-time rule)."""
+        longest = max(self.batches, key=lambda batch: sum(unit.duration for unit in batch))
+        self.batches.remove(longest)
+        return longest
+
+
+# Messages to the dispatcher, handled in the order they come.
+
+
+@dataclass
+class OpenJob:
+    job: Job
+
+
+@dataclass
+class AddUnits:
+    job: Job
+    units: list[WorkUnit]
+
+
+@dataclass
+class CloseJob:
+    job: Job
+
+
+@dataclass
+class CancelJob:
+    job: Job
+
+
+@dataclass
+class Answer:
+    """A worker's future for a batch (or a language detection) is done."""
+
+    worker: "_Worker"
+    generation: int  # of the worker process that was sent the batch
+    job: Job
+    units: list[WorkUnit]
+    future: Future
+
+
+@dataclass
+class WorkerRestarted:
+    worker: "_Worker"
+    generation: int
+    future: "Future[int]"  # the new worker's batch size
+
+
+@dataclass
+class Stop:
+    pass
+
+
+@dataclass
+class _Worker:
+    handle: WorkerHandle
+    batch_size: int  # what fits the device: reported when its model loaded, and after each batch
+    generation: int = 0  # bumped each time a dead process is replaced
+    running: list[Job] = field(default_factory=list)  # the job of each batch in flight, one entry per batch
+
+    @property
+    def device(self) -> str:
+        return self.handle.device
+
+
+class Dispatcher:
+    """Runs on its own thread from construction until `stop()`."""
+
+    def __init__(self, workers: list[WorkerHandle], batch_sizes: list[int]):
+        self._workers = [_Worker(handle, size) for handle, size in zip(workers, batch_sizes)]
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: list[Job] = []  # open jobs, the one served longest ago first
+        self._job_ids = itertools.count(1)
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [worker.batch_size for worker in self._workers]
+
+    def open_job(self, options: TranscribeOptions, all_workers: bool) -> Job:
+        job = Job(next(self._job_ids), options, all_workers)
+        self._inbox.put(OpenJob(job))
+        return job
+
+    def send(self, message: AddUnits | CloseJob | CancelJob) -> None:
+        self._inbox.put(message)
+
+    def stop(self) -> None:
+        """Fail every open job, and end the thread."""
+        self._inbox.put(Stop())
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not isinstance(message := self._inbox.get(), Stop):
+            try:
+                self._handle(message)
+                self._hand_out_work()
+            except Exception:  # a bug here must not stop every later job: log it and serve on
+                log.exception("dispatcher error while handling %s", type(message).__name__)
+        for job in list(self._jobs):
+            self._finish(job, JobFailed("the server is shutting down"))
+
+    def _handle(self, message) -> None:
+        match message:
+            case OpenJob(job):
+                self._open(job)
+            case AddUnits(job, units):
+                self._add(job, units)
+            case CloseJob(job):
+                job.closed = True
+                job.form_batches()
+                self._finish_if_done(job)
+            case CancelJob(job):
+                if not job.finished.is_set():
+                    self._finish(job, JobCancelled(f"job {job.id} was cancelled"))
+            case Answer():
+                self._take_answer(message)
+            case WorkerRestarted(worker, generation, future):
+                if generation == worker.generation and future.exception() is None:
+                    worker.batch_size = future.result()
+
+    def _open(self, job: Job) -> None:
+        if job.all_workers:
+            job.worker_indexes = list(range(len(self._workers)))
+        else:  # the worker the fewest single-worker jobs keep to
+            pinned = [sum(other.worker_indexes == [index] for other in self._jobs) for index in range(len(self._workers))]
+            job.worker_indexes = [pinned.index(min(pinned))]
+        # Fixed for the job's life, the same for every worker of the same kind of device.
+        job.batch_size = job.options.batch_size or min(self._workers[index].batch_size for index in job.worker_indexes)
+        self._jobs.insert(0, job)  # it has had no turn yet: it goes first
+
+    def _add(self, job: Job, units: list[WorkUnit]) -> None:
+        indexes = [unit.index for unit in job.units + units]
+        if len(set(indexes)) < len(indexes):
+            # Results are kept by unit index: a repeated one would leave the job waiting forever.
+            self._finish(job, JobFailed(f"job {job.id} was given two units with the same index"))
+            return
+        job.units.extend(units)
+        job.unbatched = sorted(job.unbatched + units, key=lambda unit: unit.index)
+        job.form_batches()
+
+    def _hand_out_work(self) -> None:
+        # First every worker's running batch, then the one queued behind it, so that no worker
+        # takes two batches while another has none. Jobs take turns: each time a job is given a
+        # batch, it goes to the back of the line.
+        for slot in range(BATCHES_IN_FLIGHT):
+            for index, worker in enumerate(self._workers):
+                if len(worker.running) > slot:
+                    continue
+                job = next((job for job in self._jobs if index in job.worker_indexes and self._has_work(job)), None)
+                if job is not None:
+                    self._jobs.remove(job)
+                    self._jobs.append(job)
+                    self._send(worker, job)
+
+    @staticmethod
+    def _has_work(job: Job) -> bool:
+        if job.language is None:
+            return not job.detecting and bool(job.units)
+        return bool(job.batches)
+
+    def _send(self, worker: _Worker, job: Job) -> None:
+        if job.language is None:
+            # Detect the language once, from the file's first speech, and use it for every unit.
+            job.detecting = True
+            units = [min(job.units, key=lambda unit: unit.index)]
+            future = worker.handle.detect_language(units[0])
+        else:
+            units = job.take_batch()
+            # The batch is transcribed as one call, whatever batch size the worker would choose.
+            future = worker.handle.transcribe(units, replace(job.options, batch_size=len(units)))
+        worker.running.append(job)
+        generation = worker.generation
+        future.add_done_callback(lambda done: self._inbox.put(Answer(worker, generation, job, units, done)))
+
+    def _take_answer(self, answer: Answer) -> None:
+        worker, job, units, future = answer.worker, answer.job, answer.units, answer.future
+        if answer.generation == worker.generation:
+            worker.running.remove(job)
+        crashed = future.cancelled() or isinstance(future.exception(), BrokenProcessPool)
+        if crashed and answer.generation == worker.generation:
+            self._restart(worker)
+        if job.finished.is_set():
+            return  # cancelled or failed meanwhile: the work is dropped
+        if crashed:
+            self._retry(job, units)
+            return
+        if future.exception() is not None:
+            error = future.exception()
+            self._finish(job, JobFailed(f"job {job.id} failed in unit {units[0].index}: {type(error).__name__}: {error}"))
+            return
+        match future.result():
+            case Detected(language):
+                job.detecting = False
+                job.options = replace(job.options, language=language)
+                log.info("job %d: language %s", job.id, language)
+            case Transcribed(segments, batch_size):
+                worker.batch_size = batch_size
+                for unit, unit_segments in zip(units, segments):
+                    job.results[unit.index] = unit_segments
+                done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
+                busy = [w.device for w in self._workers if job in w.running]
+                job.progress = Progress(done_s, sum(unit.duration for unit in job.units), busy)
+                self._finish_if_done(job)
+
+    def _restart(self, worker: _Worker) -> None:
+        log.warning("[%s] worker process died; starting a new one", worker.device)
+        worker.generation += 1
+        worker.running.clear()  # what the dead process had is answered as crashed, by generation
+        generation = worker.generation
+        worker.handle.restart().add_done_callback(
+            lambda done: self._inbox.put(WorkerRestarted(worker, generation, done)))
+
+    def _retry(self, job: Job, units: list[WorkUnit]) -> None:
+        if job.language is None:
+            job.detecting = False
+        for unit in units:
+            job.tries[unit.index] = job.tries.get(unit.index, 0) + 1
+            if job.tries[unit.index] >= MAX_TRIES:
+                start = unit.spans[0][0]
+                self._finish(job, JobFailed(
+                    f"job {job.id} failed: the worker process died {MAX_TRIES} times on the speech "
+                    f"at {int(start // 60)}:{start % 60:04.1f} ({unit.duration:.1f} s)"
+                ))
+                return
+        if job.language is not None:
+            job.batches.append(units)  # the same batch again, so that its result is the same
+
+    def _finish_if_done(self, job: Job) -> None:
+        if job.closed and len(job.results) == len(job.units) and not job.finished.is_set():
+            self._finish(job)
+
+    def _finish(self, job: Job, error: Exception | None = None) -> None:
+        job.error = error
+        job.batches.clear()
+        if job in self._jobs:
+            self._jobs.remove(job)
+        job.finished.set()

@@ -1,0 +1,54 @@
+"""What the web app and the command line both do before they transcribe: logging, the SIGTERM handler,
+worker pools built from the settings, and each job's options checked against its model. The shells
+keep only their interface (the page's widgets, the command's flags)."""
+
+import logging
+import signal
+import sys
+
+from datatypes import TranscribeOptions
+from models import can_translate, check_prompt, model_label, resolve_model
+from parallel_transcriber import ModelSpec, ParallelTranscriber, parse_devices
+
+
+def configure_logging(quiet: bool = False) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+
+def unwind_on_sigterm() -> None:
+    """Make SIGTERM (docker stop, kill) unwind like Ctrl-C, through every `finally`, so that the
+    worker processes are stopped; the process then exits with 143, as one killed by SIGTERM."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def model_spec(name: str | None, compute_type: str | None = None) -> ModelSpec:
+    """What every worker will load for the model `name` (None or the default's label: the default),
+    resolved (downloaded if need be) before any worker starts. Raises ModelError."""
+    default = name is None or name == model_label(None)
+    return ModelSpec(resolve_model(None if default else name), name=model_label(name), compute_type=compute_type)
+
+
+def start_pool(spec: ModelSpec, devices: str) -> ParallelTranscriber:
+    """One worker per device of `devices` (auto, cpu*2, cuda:0,cuda:1 ...), each with the model loaded."""
+    return ParallelTranscriber(spec, parse_devices(devices))
+
+
+def job_options(
+    spec: ModelSpec, language: str = "auto", task: str = "transcribe", initial_prompt: str | None = None,
+    hotwords: str | None = None, batch_size: int | None = None,
+) -> TranscribeOptions:
+    """A job's options as a user gives them ("auto" language, empty texts for none), checked against
+    the model's prompt room. Raises ValueError with a message for the user."""
+    options = TranscribeOptions(
+        language=None if language == "auto" else language, task=task,
+        initial_prompt=initial_prompt or None, hotwords=hotwords or None, batch_size=batch_size,
+    )
+    check_prompt(spec.model_path, options)
+    return options
+
+
+def check_task(pool: ParallelTranscriber, task: str) -> None:
+    """Raise ValueError where `task` is translate and the pool's model cannot translate."""
+    if task == "translate" and not can_translate(pool.spec.name, pool.multilingual):
+        raise ValueError(f"the model {pool.spec.name} cannot translate; choose a multilingual model such as large-v3")

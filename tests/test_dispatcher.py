@@ -1,0 +1,242 @@
+"""The dispatcher's decisions, with workers that are not processes: each test decides when they answer."""
+
+import queue
+import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from datatypes import SAMPLE_RATE, Segment, TranscribeOptions, WorkUnit
+from dispatcher import AddUnits, CancelJob, CloseJob, Detected, Dispatcher, JobCancelled, JobFailed, Transcribed
+
+ENGLISH = TranscribeOptions(language="en")
+
+
+@dataclass
+class Call:
+    kind: str  # "transcribe" or "detect"
+    units: list[WorkUnit]
+    options: TranscribeOptions | None
+    future: Future
+
+    @property
+    def indexes(self) -> list[int]:
+        return [unit.index for unit in self.units]
+
+    def answer(self, batch_size: int = 8) -> None:
+        segments = [[Segment(unit.spans[0][0], unit.spans[0][1], f"unit {unit.index}")] for unit in self.units]
+        self.future.set_result(Transcribed(segments, batch_size))
+
+    def crash(self) -> None:
+        self.future.set_exception(BrokenProcessPool("the worker died"))
+
+
+class FakeWorker:
+    def __init__(self, device: str = "cpu", batch_size_after_restart: int = 8):
+        self.device = device
+        self.calls: queue.Queue[Call] = queue.Queue()
+        self.restarts = 0
+        self.batch_size_after_restart = batch_size_after_restart
+
+    def transcribe(self, units, options) -> Future:
+        return self._call("transcribe", units, options)
+
+    def detect_language(self, unit) -> Future:
+        return self._call("detect", [unit], None)
+
+    def restart(self) -> Future:
+        self.restarts += 1
+        loaded: Future = Future()
+        loaded.set_result(self.batch_size_after_restart)
+        return loaded
+
+    def next_call(self) -> Call:
+        return self.calls.get(timeout=5)
+
+    def no_call(self, seconds: float = 0.3) -> bool:
+        try:
+            self.calls.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
+    def _call(self, kind, units, options) -> Future:
+        future: Future = Future()
+        self.calls.put(Call(kind, list(units), options, future))
+        return future
+
+
+def eventually(condition, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def unit(index: int, seconds: float = 10.0) -> WorkUnit:
+    return WorkUnit(index, [(30.0 * index, 30.0 * index + seconds)], np.zeros(int(seconds * SAMPLE_RATE), np.float32))
+
+
+@pytest.fixture
+def make_dispatcher():
+    made = []
+
+    def make(workers, batch_sizes=None) -> Dispatcher:
+        made.append(Dispatcher(workers, batch_sizes or [8] * len(workers)))
+        return made[-1]
+
+    yield make
+    for dispatcher in made:
+        dispatcher.stop()
+
+
+def run_to_end(workers: list[FakeWorker], job) -> list[list[int]]:
+    """Answer every call until the job ends; the batches sent, in the order they were sent."""
+    sent = []
+    while not job.finished.is_set():
+        for worker in workers:
+            try:
+                call = worker.calls.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            sent.append(call.indexes)
+            call.answer()
+    return sent
+
+
+@pytest.mark.parametrize("workers, arrival", [(1, "all at once"), (1, "one by one"), (2, "one by one"), (3, "in pairs")])
+def test_batches_depend_on_the_job_alone(make_dispatcher, workers, arrival):
+    fakes = [FakeWorker() for _ in range(workers)]
+    dispatcher = make_dispatcher(fakes, [4] * workers)
+    job = dispatcher.open_job(ENGLISH, all_workers=True)
+    units = [unit(index) for index in range(12)]
+    step = {"all at once": 12, "one by one": 1, "in pairs": 2}[arrival]
+    for first in range(0, 12, step):
+        dispatcher.send(AddUnits(job, units[first : first + step]))
+    dispatcher.send(CloseJob(job))
+    sent = run_to_end(fakes, job)
+    # 1, 2, 4 units, then the job's batch size (4), the last what is left: in file order.
+    assert sorted(sent) == [[0], [1, 2], [3, 4, 5, 6], [7, 8, 9, 10], [11]]
+    assert [segment.text for segment in job.segments()] == [f"unit {index}" for index in range(12)]
+
+
+def test_a_batch_waits_to_be_full_while_the_files_units_still_come(make_dispatcher):
+    worker = FakeWorker()
+    dispatcher = make_dispatcher([worker], [4])
+    job = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(job, [unit(0), unit(1)]))
+    first = worker.next_call()
+    assert first.indexes == [0]  # the first batch is one unit: the worker starts at once
+    assert worker.no_call()  # [1] alone would be half a batch of 2
+    dispatcher.send(AddUnits(job, [unit(2)]))
+    assert worker.next_call().indexes == [1, 2]
+    first.answer()
+    dispatcher.send(AddUnits(job, [unit(3)]))
+    assert worker.no_call()
+    dispatcher.send(CloseJob(job))  # no more units: what is left goes as it is
+    assert worker.next_call().indexes == [3]
+
+
+def test_the_longest_batch_goes_first_and_no_worker_takes_two_while_another_has_none(make_dispatcher):
+    first, second = FakeWorker("cpu"), FakeWorker("cpu")
+    dispatcher = make_dispatcher([first, second], [2, 2])
+    job = dispatcher.open_job(ENGLISH, all_workers=True)
+    lengths = [5, 5, 5, 20, 20, 5, 1]  # batches [0], [1, 2], [3, 4], [5, 6]
+    dispatcher.send(AddUnits(job, [unit(index, seconds) for index, seconds in enumerate(lengths)]))
+    dispatcher.send(CloseJob(job))
+    assert first.next_call().indexes == [3, 4]  # 40 s
+    assert second.next_call().indexes == [1, 2]  # 10 s
+    assert first.next_call().indexes == [5, 6]  # 6 s: the second in flight on each worker
+    assert second.next_call().indexes == [0]
+    assert first.no_call() and second.no_call()  # never more than two in flight
+
+
+def test_jobs_take_turns_on_a_worker(make_dispatcher):
+    worker = FakeWorker()
+    dispatcher = make_dispatcher([worker], [1])
+    jobs = [dispatcher.open_job(ENGLISH, all_workers=True) for _ in range(2)]
+    for offset, job in zip((0, 100), jobs):
+        dispatcher.send(AddUnits(job, [unit(offset + index) for index in range(4)]))
+        dispatcher.send(CloseJob(job))
+    owners = []
+    for _ in range(8):
+        call = worker.next_call()
+        owners.append("a" if call.indexes[0] < 100 else "b")
+        call.answer(batch_size=1)
+    # "a" filled the worker's two places before "b" came; from then on they alternate, a newcomer first.
+    assert owners == ["a", "a", "b", "a", "b", "a", "b", "b"]
+    assert all(job.wait(5) for job in jobs)
+
+
+def test_a_crashed_batch_is_sent_again_whole_and_fails_its_job_after_three_tries(make_dispatcher):
+    worker = FakeWorker(batch_size_after_restart=3)
+    dispatcher = make_dispatcher([worker], [4])
+    job = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(job, [unit(index) for index in range(3)]))
+    dispatcher.send(CloseJob(job))
+    first, second = worker.next_call(), worker.next_call()
+    assert (first.indexes, second.indexes) == ([1, 2], [0])  # longest first
+    first.crash()  # the process died: both batches in flight on it are lost
+    second.crash()
+    again = [worker.next_call(), worker.next_call()]
+    assert sorted(call.indexes for call in again) == [[0], [1, 2]] and worker.restarts == 1  # one restart for one dead process
+    assert eventually(lambda: dispatcher.batch_sizes == [3])  # the new process's batch size
+    calls = {tuple(call.indexes): call for call in again}
+    calls[(0,)].answer()
+    calls[(1, 2)].crash()  # [1, 2] kills its worker every time: a second time
+    third = worker.next_call()
+    assert third.indexes == [1, 2]
+    third.crash()
+    with pytest.raises(JobFailed, match=r"died 3 times on the speech at 0:30.0 \(10.0 s\)"):
+        job.segments()
+
+
+def test_cancel_drops_the_rest_and_other_jobs_go_on(make_dispatcher):
+    worker = FakeWorker()
+    dispatcher = make_dispatcher([worker], [1])
+    doomed = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(doomed, [unit(index) for index in range(5)]))
+    running = [worker.next_call(), worker.next_call()]
+    dispatcher.send(CancelJob(doomed))
+    with pytest.raises(JobCancelled):
+        doomed.segments()
+    other = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(other, [unit(100)]))
+    dispatcher.send(CloseJob(other))
+    for call in running:
+        call.answer()  # late answers for the cancelled job are dropped
+    call = worker.next_call()
+    assert call.indexes == [100]
+    call.answer()
+    assert [segment.text for segment in other.segments()] == ["unit 100"]
+    assert worker.no_call()
+
+
+def test_the_language_is_detected_once_from_the_first_speech(make_dispatcher):
+    worker = FakeWorker()
+    dispatcher = make_dispatcher([worker], [8])
+    job = dispatcher.open_job(TranscribeOptions(), all_workers=True)
+    dispatcher.send(AddUnits(job, [unit(0), unit(1)]))
+    detect = worker.next_call()
+    assert detect.kind == "detect" and detect.indexes == [0]
+    detect.future.set_result(Detected("de"))
+    dispatcher.send(CloseJob(job))
+    calls = [worker.next_call() for _ in range(2)]
+    assert all(call.kind == "transcribe" and call.options.language == "de" for call in calls)
+
+
+def test_a_workers_smaller_batch_size_is_used_by_the_next_job(make_dispatcher):
+    worker = FakeWorker()
+    dispatcher = make_dispatcher([worker], [8])
+    first = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(first, [unit(0)]))
+    dispatcher.send(CloseJob(first))
+    worker.next_call().answer(batch_size=2)  # it ran out of memory: now 2 windows at most
+    first.wait(5)
+    second = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(second, [unit(index) for index in range(10)]))
+    dispatcher.send(CloseJob(second))
+    assert second.wait(0) is False and max(len(batch) for batch in run_to_end([worker], second)) == 2
