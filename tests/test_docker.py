@@ -81,16 +81,24 @@ def test_every_environment_name_is_read_by_the_app(service, monkeypatch):
 
 
 def test_image_and_ci_install_the_same_pinned_requirements():
-    assert "COPY requirements.txt ." in DOCKERFILE and "pip install -r requirements.txt" in DOCKERFILE
+    assert "COPY requirements.txt requirements-gpu.txt ./" in DOCKERFILE and "pip install -r requirements.txt" in DOCKERFILE
     assert (ROOT / "requirements-dev.txt").read_text().splitlines()[1] == "-r requirements.txt"
     assert "-r requirements-dev.txt" in (ROOT / ".ci" / "run").read_text()
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    requirements = (ROOT / "requirements.txt").read_text() + (ROOT / "requirements-gpu.txt").read_text()
+    assert "-r requirements-gpu.txt" in DOCKERFILE
+    for line in requirements.splitlines():
         if line and not line.startswith("#"):
             assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][\w.]*", line), line
     torch_pin = next(l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.startswith("torch=="))
     assert f"{torch_pin} \\" in DOCKERFILE  # the CPU build of the very same version
 
 
-def test_build_context_leaves_out_tests_caches_and_history():
+def test_build_context_leaves_out_tests_caches_history_and_results():
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".git", "tests", "**/__pycache__", ".pytest_cache", "test-artifacts"} <= set(ignored)
+    assert {".git", ".venv", "results", "tests", "**/__pycache__", ".pytest_cache", "test-artifacts"} <= set(ignored)
+
+
+def test_ci_builds_runs_and_transcribes_through_the_image():
+    assert "bash .ci/image" in (ROOT / ".ci" / "run").read_text()
+    image = (ROOT / ".ci" / "image").read_text()
+    assert "podman build" in image and "-t \"$IMAGE\" ." in image and "tests/data/jfk.flac" in image
