@@ -129,7 +129,7 @@ def test_only_files_uploaded_here_are_taken_whatever_the_route_or_input(server, 
     assert files_under(server.results.parent / "gradio-default") == []
 
 
-def test_an_uploaded_file_is_transcribed_and_nothing_of_the_job_stays_outside_its_folder(server, jfk, tmp_path):
+def test_an_uploaded_file_is_transcribed_and_nothing_of_the_job_stays_outside_its_folder(server, jfk, tmp_path, ffmpeg):
     before = set(files_under(server.results))
     kind, outputs = call(server.url, inputs(upload=file_data(upload(server.url, jfk[0])), formats=["srt", "vtt"]))
     assert kind == "complete" and word_error_rate(jfk[1], outputs[1]) <= 0.10
@@ -137,6 +137,15 @@ def test_an_uploaded_file_is_transcribed_and_nothing_of_the_job_stays_outside_it
     job_folder = {path.parent for path in new}
     assert len(job_folder) == 1, new  # the upload and its subtitles, in one folder
     assert sorted(path.name for path in new) == ["jfk.flac", "jfk.srt", "jfk.vtt"]
+    # A video with SRT only: the player still gets a WebVTT file of ours, beside the rest.
+    video = tmp_path / "speech.mp4"
+    make_media(ffmpeg, "-f", "lavfi", "-i", "color=c=blue:s=160x120:d=11", "-i", str(jfk[0]),
+               "-c:v", "libx264", "-c:a", "aac", "-shortest", str(video))
+    kind, outputs = call(server.url, inputs(upload=file_data(upload(server.url, video))))
+    assert kind == "complete" and outputs[2]["visible"] and outputs[2]["subtitles"]["path"].endswith(".vtt")
+    video_files = set(files_under(server.results)) - before - new
+    assert sorted(path.name for path in video_files) == ["speech.mp4", "speech.player.vtt", "speech.srt"]
+    new |= video_files
     # A file that cannot be transcribed: its folder goes with it.
     bad = tmp_path / "song.mp3"
     bad.write_text("this is not audio\n")
