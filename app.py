@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from gradio import utils as gradio_utils
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 # faster-whisper keeps its list of language codes private; it is the list the model accepts.
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
+from api import ApiSettings, OpenAIApi
 from audio import AudioError, has_picture
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import Transcript
@@ -35,7 +37,7 @@ from dispatcher import JobCancelled, JobFailed, Progress
 from parallel_transcriber import ParallelTranscriber
 from pipeline import transcribe_file
 from serving import JobCounter, LoginBrake, ServerDraining, serve
-from startup import check_task, configure_logging, job_options, model_spec, start_pool, unwind_on_sigterm
+from startup import as_sentence, check_task, configure_logging, job_options, model_spec, start_pool, unwind_on_sigterm
 from subtitles import CueOptions
 from vad_splitter import VadOptions
 from writers import FORMATS, write
@@ -64,6 +66,7 @@ class Settings:
     keep_hours: float
     queue_size: int
     drain_seconds: float  # how long SIGTERM waits for running jobs
+    api_key: str | None  # for the OpenAI-compatible API; None: open, unless there is a login
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
@@ -84,6 +87,8 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--queue-size", type=int, default=int(env("WHISPER_QUEUE_SIZE", "32")))
     parser.add_argument("--drain-seconds", type=float, default=float(env("WHISPER_DRAIN_SECONDS", "600")),
                         help="on SIGTERM, how long running jobs may take to finish before the server stops")
+    parser.add_argument("--api-key", default=env("WHISPER_API_KEY") or None,
+                        help="the key the OpenAI-compatible API asks for (Authorization: Bearer KEY)")
     args = parser.parse_args(argv)
     if bool(args.username) != bool(args.password):
         parser.error("give both a username and a password, or neither")
@@ -92,7 +97,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         host=args.host, port=args.port, models=models, devices=args.devices, compute_type=args.compute_type,
         batch_size=args.batch_size, max_file_size=args.max_file_size, username=args.username,
         password=args.password, results_dir=Path(args.results_dir).resolve(), keep_hours=args.keep_hours,
-        queue_size=args.queue_size, drain_seconds=args.drain_seconds,
+        queue_size=args.queue_size, drain_seconds=args.drain_seconds, api_key=args.api_key,
     )
 
 
@@ -145,7 +150,7 @@ class SubtitleApp:
         try:
             options = job_options(pool.spec, language, task, initial_prompt, hotwords, self.settings.batch_size)
         except ValueError as error:
-            raise gr.Error(_sentence(str(error))) from None
+            raise gr.Error(as_sentence(str(error))) from None
         remove_old_results(self.settings.results_dir, self.settings.keep_hours)
         job_dir = self.settings.results_dir / uuid.uuid4().hex  # a name nobody else can guess
         try:
@@ -251,10 +256,6 @@ def number_in_range(name: str, value, low: float, high: float) -> float:
     return float(value)
 
 
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + "."
-
-
 def remove_if_empty(folder: Path) -> None:
     try:
         folder.rmdir()
@@ -357,6 +358,14 @@ def create_app(pools: dict[str, ParallelTranscriber], settings: Settings) -> Fas
         return JSONResponse({"status": "ok", **details})
 
     server.add_middleware(LoginBrake)
+    # Before the page is mounted at /, which would take every path.
+    api = OpenAIApi(pools, handlers.jobs, ApiSettings(
+        # Gradio's own parser of the size setting, so that both doors read it the same way.
+        results_dir=settings.results_dir, max_file_bytes=gradio_utils._parse_file_size(settings.max_file_size),
+        batch_size=settings.batch_size, running_jobs=2 * workers, waiting_jobs=settings.queue_size,
+        api_key=settings.api_key, login=login is not None,
+    ))
+    server.include_router(api.router())
     app = gr.mount_gradio_app(
         server, demo, path="", auth=login, max_file_size=settings.max_file_size, app_kwargs=hidden,
         allowed_paths=[str(settings.results_dir)], enable_monitoring=False, footer_links=["api"],

@@ -22,7 +22,8 @@ log = logging.getLogger("whisper_for_subs")
 # the most, so that a person who mistyped still gets in within a minute while guessing stays slow.
 FREE_LOGIN_FAILURES = 5
 MAX_LOGIN_DELAY_S = 60
-LOGIN_PATHS = ("/login", "/login/")
+LOGIN_PATHS = ("/login", "/login/")  # the page's login: a wrong password answers 400
+API_PREFIX = "/v1/"  # the OpenAI-compatible API: a wrong key answers 401
 
 # After the last job of a drain, the port stays open until neither that job's end nor any request is
 # less than QUIET_S ago (at most DELIVERY_S), so that clients can fetch the files of their results.
@@ -37,15 +38,18 @@ class ServerDraining(RuntimeError):
 
 
 class LoginBrake:
-    """ASGI middleware: after FREE_LOGIN_FAILURES wrong logins from one address, answer 429 with
-    Retry-After until a wait has passed that doubles with each further failure. A right login clears it."""
+    """ASGI middleware: after FREE_LOGIN_FAILURES wrong logins (passwords on the page, keys on the API)
+    from one address, answer 429 with Retry-After until a wait has passed that doubles with each further
+    failure. A right login clears it."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
         self._failures: dict[str, tuple[int, float]] = {}  # address -> (wrong logins, locked until)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in LOGIN_PATHS:
+        is_login = scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in LOGIN_PATHS
+        is_api = scope["type"] == "http" and scope["path"].startswith(API_PREFIX)
+        if not (is_login or is_api):
             await self.app(scope, receive, send)
             return
         client = scope["client"][0] if scope.get("client") else "unknown"
@@ -70,7 +74,7 @@ class LoginBrake:
         await self.app(scope, receive, note_status)
         if status == 200:
             self._failures.pop(client, None)
-        elif 400 <= status < 500:
+        elif status == 401 or (is_login and status == 400):
             failures += 1
             delay = min(MAX_LOGIN_DELAY_S, 2 ** (failures - FREE_LOGIN_FAILURES)) if failures >= FREE_LOGIN_FAILURES else 0
             self._forget_old(now)

@@ -48,6 +48,11 @@ def job_options(
     return options
 
 
+def as_sentence(message: str) -> str:
+    """A ValueError's message (written to follow "error: ") as a sentence for the page or the API."""
+    return message[:1].upper() + message[1:] + "."
+
+
 def check_task(pool: ParallelTranscriber, task: str) -> None:
     """Raise ValueError where `task` is translate and the pool's model cannot translate."""
     if task == "translate" and not can_translate(pool.spec.name, pool.multilingual):

@@ -61,6 +61,7 @@ SETTING_OF = {
     "WHISPER_PASSWORD": ("password", "secret", "secret"),
     "WHISPER_KEEP_HOURS": ("keep_hours", "6", 6.0),
     "WHISPER_DRAIN_SECONDS": ("drain_seconds", "120", 120.0),
+    "WHISPER_API_KEY": ("api_key", "sk-local", "sk-local"),
     "WHISPER_RESULTS_DIR": ("results_dir", "/data/results", None),
     "WHISPER_HOST": ("host", "0.0.0.0", "0.0.0.0"),
     "WHISPER_PORT": ("port", "7860", 7860),
