@@ -25,14 +25,12 @@ import gradio as gr
 from gradio import utils as gradio_utils
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-# faster-whisper keeps its list of language codes private; it is the list the model accepts.
-from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from api import ApiSettings, OpenAIApi
 from audio import AudioError, has_picture
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import Transcript
-from models import model_label, parse_batch_size
+from models import LANGUAGE_CODES, model_label, parse_batch_size
 from dispatcher import JobCancelled, JobFailed, Progress
 from parallel_transcriber import ParallelTranscriber
 from pipeline import transcribe_file
@@ -279,7 +277,7 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
     devices = pools[default_model].devices
     several = len(devices) > 1
     kind = "GPUs" if devices[0].startswith("cuda") else "workers"
-    languages = ["auto"] + sorted(_LANGUAGE_CODES)
+    languages = ["auto", *LANGUAGE_CODES]
     # No delete_cache: Gradio would delete every result at each restart. Results and unused uploads
     # expire by WHISPER_KEEP_HOURS instead (remove_old_results), and unused uploads go at shutdown.
     with gr.Blocks(title="whisper-for-subs") as demo:
@@ -378,7 +376,7 @@ def create_app(pools: dict[str, ParallelTranscriber], settings: Settings) -> Fas
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
-    configure_logging()
+    configure_logging(verbose=True)  # the server's log has a line for each work unit
     pools = start_pools(settings)
     unwind_on_sigterm()  # uvicorn raises SIGTERM again once it has stopped serving
     app = create_app(pools, settings)

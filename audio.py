@@ -43,28 +43,17 @@ def stream_audio(path: str | Path, block_samples: int = BLOCK_SAMPLES) -> Iterat
     then raises AudioError after its last block.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: the file is empty")
+    check_media(path)
     decoded = 0
     try:
         with open_media(path) as container:
-            if not container.streams.audio:
-                raise AudioError(f"{path}: the file has no audio stream")
             stream = container.streams.audio[0]
             declared_s = _declared_duration(container, stream)
             for block in _decode_blocks(container, stream, block_samples):
                 decoded += len(block)
                 yield block
     except av.FFmpegError as error:
-        if error.errno == _REFUSED_BY_WHITELIST and decoded == 0:
-            raise AudioError(
-                f"{path}: not a media format read here (playlists, and files that refer to other files "
-                "or URLs, are refused); use a plain audio or video file"
-            ) from None
-        reason = getattr(error, "strerror", None) or str(error)
-        raise AudioError(f"{path}: not a readable audio or video file ({reason})") from None
+        raise _unreadable(path, error) from None
 
     duration_s = decoded / SAMPLE_RATE
     if duration_s == 0:
@@ -82,6 +71,23 @@ def stream_audio(path: str | Path, block_samples: int = BLOCK_SAMPLES) -> Iterat
         )
 
 
+def check_media(path: str | Path) -> None:
+    """Raise AudioError for a file that cannot be audio at all: missing, empty, not a media file that
+    is read here, or without an audio stream. What only decoding shows (cut short, too short to hear)
+    is found by `stream_audio`."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: the file is empty")
+    try:
+        with open_media(path) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: the file has no audio stream")
+    except av.FFmpegError as error:
+        raise _unreadable(path, error) from None
+
+
 def has_picture(path: str | Path) -> bool:
     """Whether the file has a moving picture to show subtitles on (cover art does not count)."""
     try:
@@ -91,6 +97,16 @@ def has_picture(path: str | Path) -> bool:
             )
     except av.FFmpegError:
         return False
+
+
+def _unreadable(path: Path, error: av.FFmpegError) -> AudioError:
+    if error.errno == _REFUSED_BY_WHITELIST:
+        return AudioError(
+            f"{path}: not a media format read here (playlists, and files that refer to other files "
+            "or URLs, are refused); use a plain audio or video file"
+        )
+    reason = getattr(error, "strerror", None) or str(error)
+    return AudioError(f"{path}: not a readable audio or video file ({reason})")
 
 
 def open_media(path: str | Path) -> av.container.InputContainer:

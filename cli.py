@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from audio import AudioError
+from audio import AudioError, check_media
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import TranscribeOptions
 from models import ModelError, parse_batch_size
@@ -24,8 +24,20 @@ from writers import FORMATS, write
 USER_ERROR, INTERNAL_ERROR = 2, 1
 
 
+EXAMPLES = """examples:
+  python cli.py talk.mp4 -o talk.srt                  one file
+  python cli.py *.mp3 -o subs/ --format vtt           several files into a folder
+  python cli.py lecture.mkv --devices cuda:0,cuda:1   two GPUs
+  python cli.py meeting.m4a --devices 'cpu*2'         two CPU workers
+  python cli.py interview.wav --language de           German, not detected
+  python cli.py --download-only --model large-v3      fetch a model into the cache, then exit
+
+exit codes: 0 done, 2 a user error (a bad or missing file, a bad option), 1 an internal error"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Transcribe audio or video files to subtitles.")
+    parser = argparse.ArgumentParser(description="Transcribe audio or video files to subtitles.", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="audio or video files")
     parser.add_argument("-o", "--output", help="output file (one input) or folder (default: beside each input)")
     parser.add_argument("-f", "--format", choices=FORMATS, help="default: from OUTPUT's extension, else srt")
@@ -44,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="script for Chinese subtitles")
     parser.add_argument("--download-only", action="store_true", help="fetch the model into the cache and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines")
+    parser.add_argument("--verbose", action="store_true", help="a log line for each work unit too")
     return parser
 
 
@@ -51,6 +64,8 @@ def output_paths(inputs: list[Path], output: str | None, fmt: str | None) -> lis
     """Where each input's subtitles go, and in which format."""
     if output and len(inputs) == 1 and not Path(output).is_dir():
         suffix = Path(output).suffix.lstrip(".").lower()
+        if fmt and suffix in FORMATS and suffix != fmt:
+            raise ValueError(f"{output} ends in .{suffix} but --format is {fmt}: name the file .{fmt}, or leave out --format")
         chosen = fmt or (suffix if suffix in FORMATS else "srt")
         return [(Path(output), chosen)]
     chosen = fmt or "srt"
@@ -68,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise ValueError("no input file given")
     inputs = [Path(name) for name in args.inputs]
+    for source in inputs:  # before any model is loaded
+        check_media(source)
     targets = output_paths(inputs, args.output, args.format)
     # Checked before any model is loaded.
     options = job_options(spec, args.language, args.task, args.initial_prompt, args.hotwords, args.batch_size)
@@ -92,8 +109,8 @@ def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: Trans
                          args: argparse.Namespace):
     bar = tqdm(total=0, unit="s", desc=source.name, disable=args.quiet, file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech")
-    # Log lines are printed above the bar instead of through it.
-    with bar, logging_redirect_tqdm(loggers=[logging.getLogger("whisper_for_subs")]):
+    # Log lines are printed above the bar instead of through it (the root logger is the one that prints).
+    with bar, logging_redirect_tqdm():
 
         def show(progress: Progress) -> None:
             bar.total = round(progress.total_s, 1)
@@ -106,7 +123,7 @@ def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: Trans
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.quiet)
+    configure_logging(args.quiet, args.verbose)
     unwind_on_sigterm()
     try:
         return run(args)

@@ -15,11 +15,15 @@ from pathlib import Path
 
 import ctranslate2
 import tokenizers
+from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.utils import available_models, download_model
 
 from datatypes import TranscribeOptions
 
 log = logging.getLogger("whisper_for_subs")
+
+# The languages Whisper knows, as codes (faster-whisper keeps its list private).
+LANGUAGE_CODES = tuple(sorted(_LANGUAGE_CODES))
 
 NO_TRANSLATION = ("large-v3-turbo", "turbo", "distil-")
 
@@ -166,8 +170,12 @@ def _free_gpu_memory() -> int:
     return free.value
 
 
+def gpu_count() -> int:
+    return ctranslate2.get_cuda_device_count()
+
+
 def has_gpu() -> bool:
-    return ctranslate2.get_cuda_device_count() > 0
+    return gpu_count() > 0
 
 
 def default_model() -> str:

@@ -310,6 +310,6 @@ class ParallelTranscriber:
                     self._loads += 1
                     self._loads_changed.notify_all()
             elif kind == "started":
-                log.info("[%s] unit %d (%.1f s)", device, *details)
+                log.debug("[%s] unit %d (%.1f s)", device, *details)
             elif kind == "done":
-                log.info("[%s] unit %d done: %d segments", device, *details)
+                log.debug("[%s] unit %d done: %d segments", device, *details)

@@ -7,13 +7,16 @@ import signal
 import sys
 
 from datatypes import TranscribeOptions
-from models import can_translate, check_prompt, model_label, resolve_model
+from models import LANGUAGE_CODES, can_translate, check_prompt, gpu_count, model_label, resolve_model
 from parallel_transcriber import ModelSpec, ParallelTranscriber, parse_devices
 
 
-def configure_logging(quiet: bool = False) -> None:
+def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Log lines on stderr: model loads, jobs and warnings; each work unit too when `verbose`."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if verbose and not quiet:
+        logging.getLogger("whisper_for_subs").setLevel(logging.DEBUG)
 
 
 def unwind_on_sigterm() -> None:
@@ -30,8 +33,16 @@ def model_spec(name: str | None, compute_type: str | None = None) -> ModelSpec:
 
 
 def start_pool(spec: ModelSpec, devices: str) -> ParallelTranscriber:
-    """One worker per device of `devices` (auto, cpu*2, cuda:0,cuda:1 ...), each with the model loaded."""
-    return ParallelTranscriber(spec, parse_devices(devices))
+    """One worker per device of `devices` (auto, cpu*2, cuda:0,cuda:1 ...), each with the model loaded.
+    Raises ValueError for a device this machine does not have."""
+    chosen = parse_devices(devices)
+    gpus = gpu_count()
+    for device in chosen:
+        if device.startswith("cuda:") and int(device[5:]) >= gpus:
+            if gpus == 0:
+                raise ValueError(f"no NVIDIA GPU found for {device}; use --devices cpu (or WHISPER_DEVICES=cpu)")
+            raise ValueError(f"there is no {device}: this machine has {gpus} GPU(s), cuda:0 to cuda:{gpus - 1}")
+    return ParallelTranscriber(spec, chosen)
 
 
 def job_options(
@@ -40,6 +51,8 @@ def job_options(
 ) -> TranscribeOptions:
     """A job's options as a user gives them ("auto" language, empty texts for none), checked against
     the model's prompt room. Raises ValueError with a message for the user."""
+    if language != "auto" and language not in LANGUAGE_CODES:
+        raise ValueError(f"unknown language {language!r}: give a code such as en, de, fr, zh or ja, or auto")
     options = TranscribeOptions(
         language=None if language == "auto" else language, task=task,
         initial_prompt=initial_prompt or None, hotwords=hotwords or None, batch_size=batch_size,

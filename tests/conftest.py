@@ -65,4 +65,4 @@ def make_media(ffmpeg: str, *args: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _log_everything(caplog):
-    caplog.set_level(logging.INFO, logger="whisper_for_subs")
+    caplog.set_level(logging.DEBUG, logger="whisper_for_subs")

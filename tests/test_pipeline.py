@@ -213,6 +213,42 @@ def test_cli_bad_inputs_exit_2_with_their_own_message(tmp_path, ffmpeg):
         assert "Traceback" not in result.stderr
 
 
+def test_cli_checks_inputs_and_options_before_loading_a_model(jfk, tmp_path):
+    text = tmp_path / "notes.mp3"
+    text.write_text("this is not audio\n")
+    cases = {
+        "no such file": [tmp_path / "missing.wav"],
+        "not a readable audio or video file": [text],
+        "unknown language 'xx'": [jfk[0], "--language", "xx"],
+        "ends in .srt but --format is vtt": [jfk[0], "-o", tmp_path / "out.srt", "--format", "vtt"],
+        "no NVIDIA GPU found for cuda:0; use --devices cpu": [jfk[0], "--devices", "cuda:0"],
+    }
+    for message, args in cases.items():
+        result = run_cli(*args, "--devices", "cpu") if "--devices" not in args else run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "model loaded" not in result.stderr
+    assert not (tmp_path / "out.srt").exists()
+
+
+def test_cli_prints_each_log_line_once_and_units_only_when_asked(jfk, tmp_path):
+    def lines(*extra):
+        result = run_cli(jfk[0], "-o", tmp_path / "out.srt", "--devices", "cpu*2", *extra)
+        assert result.returncode == 0, result.stderr
+        # The bar redraws itself with carriage returns; log lines end with a newline of their own.
+        return [line for line in result.stderr.replace("\r", "\n").splitlines() if " s of speech" not in line]
+
+    normal = lines()
+    assert sum("model loaded" in line for line in normal) == 2 and sum("job 1 done" in line for line in normal) == 1
+    assert not any("] unit 0 (" in line for line in normal)
+    assert sum("] unit 0 (" in line for line in lines("--verbose")) == 1
+
+
+def test_cli_help_has_examples():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "examples:" in result.stdout and "python cli.py talk.mp4 -o talk.srt" in result.stdout
+
+
 def test_cli_bad_option_and_unknown_model_exit_2(jfk):
     result = run_cli(jfk[0], "--model", "no-such-model", "--quiet")
     assert result.returncode == 2 and "unknown model 'no-such-model'" in result.stderr
