@@ -23,6 +23,7 @@ from pathlib import Path
 
 import gradio as gr
 from gradio import utils as gradio_utils
+from gradio_client import utils as gradio_client_utils
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -104,11 +105,32 @@ def start_pools(settings: Settings) -> dict[str, ParallelTranscriber]:
     return {name: start_pool(model_spec(name, settings.compute_type), settings.devices) for name in settings.models}
 
 
+# What the file picker offers: audio and video by their MIME types, and MPEG transport streams, whose
+# extension the MIME table does not know as video.
+MEDIA_FILE_TYPES = ["audio", "video", ".ts", ".mts", ".m2ts"]
+
+
 def uploaded_path(payload) -> str | None:
-    """The upload input's preprocessing: the uploaded file's path, and nothing else. (gr.File's own, in
-    Gradio 6.31, also leaves an empty temporary file in the upload folder each time. It is replaced on
-    the one input rather than in a subclass, for which Gradio would write a .pyi file beside app.py.)"""
-    return None if payload is None else payload.path
+    """The upload input's preprocessing: the uploaded file's path, if it is named as audio or video.
+    (gr.File's own, in Gradio 6.31, also leaves an empty temporary file in the upload folder each time.
+    It is replaced on the one input rather than in a subclass, for which Gradio would write a .pyi file
+    beside app.py.)"""
+    if payload is None:
+        return None
+    if not gradio_client_utils.is_valid_file(payload.path, MEDIA_FILE_TYPES):
+        raise gr.Error(f"{Path(payload.path).name} is not an audio or video file: choose a recording or a film.")
+    return payload.path
+
+
+def devices_info(devices: list[str]) -> tuple[str, str]:
+    """The Multi-GPU checkbox's label and what it says it does, with the devices' names."""
+    if len(devices) == 1:
+        return "Multi-GPU", f"This server has one device ({devices[0]})."
+    if devices[0].startswith("cuda"):
+        return "Multi-GPU", f"Use all {len(devices)} GPUs: {', '.join(devices)}."
+    both = "both" if len(devices) == 2 else f"all {len(devices)}"
+    names = ", ".join(f"cpu #{number}" for number in range(1, len(devices) + 1))
+    return "Multi-GPU (CPU workers here)", f"Use {both} CPU workers: {names}. Without it a job uses one."
 
 
 class SubtitleApp:
@@ -276,7 +298,7 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
     default_model = next(iter(pools))
     devices = pools[default_model].devices
     several = len(devices) > 1
-    kind = "GPUs" if devices[0].startswith("cuda") else "workers"
+    multi_label, multi_info = devices_info(devices)
     languages = ["auto", *LANGUAGE_CODES]
     # No delete_cache: Gradio would delete every result at each restart. Results and unused uploads
     # expire by WHISPER_KEEP_HOURS instead (remove_old_results), and unused uploads go at shutdown.
@@ -284,15 +306,14 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
         gr.Markdown("# whisper-for-subs\nUpload a recording; download subtitles that are right, well timed and easy to read.")
         with gr.Row():
             with gr.Column():
-                upload = gr.File(label="Audio or video file", type="filepath", elem_id="upload")
+                upload = gr.File(label="Audio or video file", type="filepath", file_types=MEDIA_FILE_TYPES,
+                                 elem_id="upload")
                 upload.preprocess = uploaded_path
                 # format=None: the recording is taken as the browser sent it (FFmpeg reads it), not
                 # converted into a second file beside it.
                 recording = gr.Audio(label="Or record", sources=["microphone"], type="filepath", format=None)
-                multi_gpu = gr.Checkbox(
-                    label=f"Multi-GPU ({len(devices)} {kind})", value=several, interactive=several,
-                    info=None if several else "This server has one device.", elem_id="multi-gpu",
-                )
+                multi_gpu = gr.Checkbox(label=multi_label, info=multi_info, value=several, interactive=several,
+                                        elem_id="multi-gpu")
                 with gr.Row():
                     language = gr.Dropdown(languages, value="auto", label="Language")
                     model = gr.Dropdown(list(pools), value=default_model, label="Model")
@@ -311,19 +332,22 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                                                  label="Chinese script")
                 with gr.Row():
                     run = gr.Button("Transcribe", variant="primary", elem_id="run")
-                    stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                    stop = gr.Button("Cancel", variant="stop", elem_id="cancel", visible=False)  # while a job runs
             with gr.Column():
                 summary = gr.Markdown(label="Summary", elem_id="summary")
-                text = gr.Textbox(label="Subtitles", lines=12, elem_id="text")
+                text = gr.Textbox(label="Subtitles", lines=12, elem_id="text", buttons=["copy"])
                 video = gr.Video(label="Player", visible=False)
                 audio = gr.Audio(label="Player", visible=False)
                 downloads = [gr.DownloadButton(visible=False, elem_id=f"download-{fmt}") for fmt in FORMATS]
 
         inputs = [upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
                   initial_prompt, hotwords, line_chars, chinese_script]
-        running = run.click(handlers.transcribe, inputs, [summary, text, video, audio, *downloads],
-                            api_name="transcribe", concurrency_id="transcribe")
-        stop.click(handlers.cancel, None, summary, cancels=[running], api_name=False)
+        show_cancel = run.click(lambda: gr.Button(visible=True), None, stop, api_name=False, queue=False)
+        running = show_cancel.then(handlers.transcribe, inputs, [summary, text, video, audio, *downloads],
+                                   api_name="transcribe", concurrency_id="transcribe")
+        running.then(lambda: gr.Button(visible=False), None, stop, api_name=False, queue=False)
+        stop.click(handlers.cancel, None, summary, cancels=[running], api_name=False).then(
+            lambda: gr.Button(visible=False), None, stop, api_name=False, queue=False)
         model.change(handlers.model_changed, model, task, api_name=False)
     return demo
 

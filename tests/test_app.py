@@ -65,11 +65,14 @@ def wait_for_summary(page, timeout_s: float = 120):
 
 def test_upload_multi_gpu_transcribe_and_download(page, server, jfk):
     checkbox = page.locator("#multi-gpu input[type=checkbox]")
-    expect(page.locator("#multi-gpu")).to_contain_text("Multi-GPU (2 workers)")
+    expect(page.locator("#multi-gpu")).to_contain_text("Use both CPU workers: cpu #1, cpu #2.")
     if not checkbox.is_checked():
         checkbox.check()
+    expect(page.locator("#cancel")).to_be_hidden()  # nothing to cancel yet
     upload_and_run(page, jfk[0])
     wait_for_summary(page)
+    expect(page.locator("#cancel")).to_be_hidden()  # nor once the job is done
+    expect(page.locator("#text button[aria-label=Copy]")).to_be_visible()
     expect(page.locator("#summary")).to_contain_text("on 2 worker(s)")
     shown = page.input_value("#text textarea")
     assert word_error_rate(jfk[1], shown) <= 0.10, shown
@@ -84,6 +87,12 @@ def test_upload_multi_gpu_transcribe_and_download(page, server, jfk):
 
 
 def test_bad_file_shows_an_error_and_the_next_file_works(page, jfk, tmp_path):
+    notes = tmp_path / "README.md"
+    notes.write_text("# not a recording\n")
+    page.set_input_files("#upload input[type=file]", str(notes))  # the page refuses it at once
+    expect(page.get_by_text("Invalid file type: README.md").first).to_be_visible(timeout=10_000)
+    page.reload()
+    page.wait_for_selector("#run")
     fake = tmp_path / "song.mp3"
     fake.write_text("this is not audio\n")
     upload_and_run(page, fake)
@@ -95,6 +104,7 @@ def test_bad_file_shows_an_error_and_the_next_file_works(page, jfk, tmp_path):
 def test_cancel_stops_the_job_and_the_next_runs_at_once(page, server, long_talk, jfk):
     upload_and_run(page, long_talk)
     expect(page.get_by_text("Transcribing on").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#cancel")).to_be_visible()
     page.click("#cancel")
     expect(page.locator("#summary")).to_contain_text("Cancelled", timeout=10_000)
     started = time.monotonic()

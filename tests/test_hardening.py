@@ -167,12 +167,27 @@ def test_a_playlist_is_refused_without_reading_what_it_names(server, jfk, tmp_pa
     for name, text in playlists.items():
         playlist = tmp_path / name
         playlist.write_text(text)
-        with pytest.raises(AppError, match="not a media format read here"):
-            client.predict(upload=handle_file(str(playlist)), recording=None, api_name="/transcribe")
+        # By its own name it is no audio or video file; named as one, FFmpeg may read it only as media.
+        refusals = {playlist: "is not an audio or video file"}
+        for disguise in (".mp3", ".ts"):
+            disguised = playlist.with_suffix(disguise)
+            disguised.write_text(text)
+            refusals[disguised] = "not a media format read here|not a readable audio or video file"
+        for path, message in refusals.items():
+            with pytest.raises(AppError, match=message) as refused:
+                client.predict(upload=handle_file(str(path)), recording=None, api_name="/transcribe")
+            assert not any(word in str(refused.value).lower() for word in SECRET_WORDS)
         cli = run_cli(playlist, "-o", tmp_path / "out.srt", "--devices", "cpu", "--quiet")
         assert cli.returncode == 2 and "not a media format read here" in cli.stderr, cli.stderr
         assert not (tmp_path / "out.srt").exists()
     assert get_json(server.url + "/health")["status"] == "ok"
+
+
+def test_a_file_not_named_as_audio_or_video_is_refused(server, tmp_path):
+    notes = tmp_path / "README.md"
+    notes.write_text("# not a recording\n")  # the page's file picker refuses it; a raw client is told so too
+    kind, message = call(server.url, inputs(upload=file_data(upload(server.url, notes))))
+    assert kind == "error" and message == "README.md is not an audio or video file: choose a recording or a film."
 
 
 def rss_kib(pid: int) -> int:
