@@ -175,6 +175,7 @@ class SubtitleApp:
         job_dir = self.settings.results_dir / uuid.uuid4().hex  # a name nobody else can guess
         try:
             with self.jobs.job():
+                job_dir.mkdir(parents=True)
                 source = self._claim(source, request.session_hash, job_dir)
                 transcript = self._run(source, pool, options, multi_gpu, vad_threshold, int(line_chars),
                                        chinese_script, request.session_hash, progress)
@@ -191,13 +192,14 @@ class SubtitleApp:
         refused with NOT_UPLOADED."""
         path = os.path.abspath(source)
         with self._claiming:
+            # Forget uploads whose job folders have expired (remove_old_results).
+            self._moved = {key: moved for key, moved in self._moved.items() if moved.exists()}
             moved = self._moved.get((session, path))
             if moved is not None and moved.is_file():
                 return moved
             if path not in self.uploaded or not Path(path).is_file():
                 raise gr.Error(NOT_UPLOADED)
             self.uploaded.discard(path)
-            job_dir.mkdir(parents=True)
             self._moved[session, path] = Path(shutil.move(path, job_dir / Path(path).name))
         remove_if_empty(Path(path).parent)
         return self._moved[session, path]

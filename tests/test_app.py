@@ -137,3 +137,16 @@ def test_gradio_client_round_trip_and_no_direct_post(server, jfk, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code in (403, 404, 405)
+
+
+def test_transcribe_again_with_the_same_upload(page, server, jfk):
+    upload_and_run(page, jfk[0])
+    wait_for_summary(page)
+    expect(page.locator("#download-vtt")).to_be_hidden()
+    page.get_by_label("vtt").check()  # another format, then Transcribe again without uploading again
+    page.click("#run")
+    expect(page.locator("#download-vtt")).to_be_visible(timeout=60_000)
+    expect(page.locator("#summary")).to_contain_text("realtime")
+    with page.expect_download() as download:
+        page.click("#download-vtt")
+    assert download.value.suggested_filename == "jfk.vtt"
