@@ -94,11 +94,11 @@ class OpenAIApi:
         try:
             self._check_key(request)
             self._check_length(request)
-            async with request.form(max_files=1, max_fields=20) as form:
-                fields = self._fields(form, task)
-                source = await self._save(form.get("file"), job_dir)
-            self._admit()
+            self._admit()  # before the upload is read: a full queue costs the client no upload
             try:
+                async with request.form(max_files=1, max_fields=20) as form:
+                    fields = self._fields(form, task)
+                    source = await self._save(form.get("file"), job_dir)
                 transcript = await anyio.to_thread.run_sync(self._transcribe, source, fields)
             finally:
                 self._leave()
@@ -141,12 +141,14 @@ class OpenAIApi:
             raise ApiError(400, "temperature must be a number from 0 to 1.", param="temperature")
         pool = self.pools[next(iter(self.pools)) if model == DEFAULT_MODEL else model]
         try:
-            if task == "translate":
-                check_task(pool, task)
-            options = job_options(pool.spec, form.get("language") or "auto", task, form.get("prompt"),
-                                  batch_size=self.settings.batch_size)
+            check_task(pool, task)
         except ValueError as error:
-            raise ApiError(400, as_sentence(str(error)), param="prompt" if "prompt" in str(error) else "model") from None
+            raise ApiError(400, as_sentence(str(error)), param="model") from None
+        language = form.get("language") or "auto"
+        try:
+            options = job_options(pool.spec, language, task, form.get("prompt"), batch_size=self.settings.batch_size)
+        except ValueError as error:  # an unknown language, or a prompt too long
+            raise ApiError(400, as_sentence(str(error)), param="language" if repr(language) in str(error) else "prompt") from None
         return {"pool": pool, "options": options, "format": response_format, "words": "word" in granularities, "task": task}
 
     async def _save(self, upload, job_dir: Path) -> Path:

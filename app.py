@@ -31,12 +31,12 @@ from api import ApiSettings, OpenAIApi
 from audio import AudioError, has_picture
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import Transcript
-from models import LANGUAGE_CODES, model_label, parse_batch_size
 from dispatcher import JobCancelled, JobFailed, Progress
+from models import LANGUAGE_CODES, can_translate, model_label, parse_batch_size
 from parallel_transcriber import ParallelTranscriber
 from pipeline import transcribe_file
 from serving import JobCounter, LoginBrake, ServerDraining, serve
-from startup import as_sentence, check_task, configure_logging, job_options, model_spec, start_pool, unwind_on_sigterm
+from startup import as_sentence, configure_logging, job_options, model_spec, start_pool, unwind_on_sigterm
 from subtitles import CueOptions
 from vad_splitter import VadOptions
 from writers import FORMATS, write
@@ -147,11 +147,7 @@ class SubtitleApp:
         self._claiming = threading.Lock()
 
     def translatable(self, model: str) -> bool:
-        try:
-            check_task(self.pools[model], "translate")
-            return True
-        except ValueError:
-            return False
+        return can_translate(model, self.pools[model].multilingual)
 
     def transcribe(
         self, upload, recording, multi_gpu, language, task, model, formats, vad_threshold,

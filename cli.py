@@ -14,8 +14,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from audio import AudioError, check_media
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import TranscribeOptions
-from models import ModelError, parse_batch_size
 from dispatcher import JobFailed, Progress
+from models import ModelError, parse_batch_size
 from parallel_transcriber import ParallelTranscriber
 from pipeline import transcribe_file
 from startup import check_task, configure_logging, job_options, model_spec, start_pool, unwind_on_sigterm

@@ -70,7 +70,9 @@ class WorkerHandle(Protocol):
 
     device: str
 
-    def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> "Future[Transcribed]": ...
+    def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> "Future[Transcribed]":
+        """Transcribe `units` as one batch (in smaller ones only where the device's memory demands)."""
+        ...
 
     def detect_language(self, unit: WorkUnit) -> "Future[Detected]": ...
 
@@ -300,8 +302,7 @@ class Dispatcher:
             future = worker.handle.detect_language(units[0])
         else:
             units = job.take_batch()
-            # The batch is transcribed as one call, whatever batch size the worker would choose.
-            future = worker.handle.transcribe(units, replace(job.options, batch_size=len(units)))
+            future = worker.handle.transcribe(units, job.options)  # the batch, as one call
         worker.running.append(job)
         generation = worker.generation
         future.add_done_callback(lambda done: self._inbox.put(Answer(worker, generation, job, units, done)))

@@ -25,6 +25,7 @@ log = logging.getLogger("whisper_for_subs")
 # The languages Whisper knows, as codes (faster-whisper keeps its list private).
 LANGUAGE_CODES = tuple(sorted(_LANGUAGE_CODES))
 
+# Multilingual models trained without translation (large-v3-turbo, the distilled ones).
 NO_TRANSLATION = ("large-v3-turbo", "turbo", "distil-")
 
 # Whisper's decoder sees 448 tokens, and faster-whisper gives the hotwords and the initial prompt up to

@@ -17,7 +17,7 @@ from typing import Callable
 
 from datatypes import Segment, TranscribeOptions, WorkUnit
 from dispatcher import AddUnits, CancelJob, CloseJob, Detected, Dispatcher, Job, Transcribed
-from models import ModelError, cpu_threads_per_worker, has_gpu
+from models import ModelError, cpu_threads_per_worker, gpu_count
 from transcriber import WhisperTranscriber
 
 log = logging.getLogger("whisper_for_subs")
@@ -40,10 +40,8 @@ def parse_devices(text: str) -> list[str]:
     """`auto` (every GPU, else a CPU worker per core, at most 4), `cuda:0,cuda:1`, `cpu`, or `cpu*2`."""
     text = text.strip()
     if text == "auto":
-        import ctranslate2
-
-        if has_gpu():
-            return [f"cuda:{index}" for index in range(ctranslate2.get_cuda_device_count())]
+        if gpu_count():
+            return [f"cuda:{index}" for index in range(gpu_count())]
         # Without a GPU, one single-thread worker per core beats one worker with every core's
         # threads (bench/RESULTS.md); each worker holds its own copy of the model, hence the cap.
         return ["cpu"] * min(os.cpu_count() or 1, MAX_AUTO_CPU_WORKERS)
@@ -112,31 +110,29 @@ def _detect_language(unit: WorkUnit) -> Detected:
 def _transcribe_units(units: list[WorkUnit], options: TranscribeOptions) -> Transcribed:
     for unit in units:
         _events.put(("started", _device, unit.index, unit.duration))
-    results = _transcribe_within(units, options, options.batch_size or _transcriber.batch_size)
+    results = _transcribe_within(units, options)
     for unit, segments in zip(units, results):
         _events.put(("done", _device, unit.index, len(segments)))
     return Transcribed(results, _transcriber.batch_size)
 
 
-def _transcribe_within(units: list[WorkUnit], options: TranscribeOptions, limit: int) -> list[list[Segment]]:
-    """Transcribe `units` in one call where they fit within `limit` windows, else in halves. A call
-    that runs out of memory is done in halves too, and makes this worker's later batches no bigger."""
+def _transcribe_within(units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
+    """Transcribe `units` as one batch (the dispatcher chose it), unless this worker's memory has
+    proved too small for that many windows: then in halves. A batch that runs out of memory is done
+    in halves too, and sets that limit."""
     global _memory_limit
-    if _memory_limit is not None:
-        limit = min(limit, _memory_limit)
-    if len(units) <= limit:
+    if _memory_limit is None or len(units) <= _memory_limit:
         try:
             return _transcriber.transcribe(units, replace(options, batch_size=len(units)))
         except RuntimeError as error:
             if "out of memory" not in str(error).lower() or len(units) == 1:
                 raise
-        limit = len(units) // 2
-        log.warning("[%s] out of memory with %d windows: batch size now %d", _device, len(units), limit)
-        _memory_limit = limit
-        _transcriber.batch_size = min(_transcriber.batch_size, limit)
+        _memory_limit = len(units) // 2
+        log.warning("[%s] out of memory with %d windows: batch size now %d", _device, len(units), _memory_limit)
+        _transcriber.batch_size = min(_transcriber.batch_size, _memory_limit)
     # Halves, then halves of those: the same split for the same batch and limit, every time.
     half = (len(units) + 1) // 2
-    return _transcribe_within(units[:half], options, limit) + _transcribe_within(units[half:], options, limit)
+    return _transcribe_within(units[:half], options) + _transcribe_within(units[half:], options)
 
 
 # --- The server side. ---
@@ -164,8 +160,14 @@ class _ProcessWorker:
         self.executor = self._start(self.device)
         # Started now, so that its model is warm before the next batch; its answer is the batch size.
         loaded: Future = Future()
-        self.info().add_done_callback(
-            lambda info: loaded.set_exception(info.exception()) if info.exception() else loaded.set_result(info.result()[3]))
+
+        def take(info: Future) -> None:
+            if info.cancelled() or info.exception() is not None:
+                loaded.set_exception(BrokenProcessPool("the new worker process did not start"))
+            else:
+                loaded.set_result(info.result()[3])
+
+        self.info().add_done_callback(take)
         return loaded
 
     def _submit(self, function, *args) -> Future:

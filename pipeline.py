@@ -18,7 +18,6 @@ from datatypes import SAMPLE_RATE, TranscribeOptions, Transcript
 from dispatcher import Progress
 from parallel_transcriber import ParallelTranscriber
 from subtitles import BROADCAST, CHINESE_JAPANESE, CueOptions, build_cues
-from models import check_prompt
 from vad_splitter import VadOptions, stream_units
 
 log = logging.getLogger("whisper_for_subs")
@@ -46,9 +45,8 @@ def transcribe_file(
     audio, JobFailed or JobCancelled when the transcription does not finish.
 
     `blocks` is the file's audio where the caller has decoded it already (as `stream_audio` does:
-    16 kHz mono, one-minute blocks); otherwise the file is decoded here. An initial prompt and
-    hotwords too long for the model raise ValueError."""
-    check_prompt(pool.spec.model_path, options)
+    16 kHz mono, one-minute blocks); otherwise the file is decoded here. The options are checked
+    before (`startup.job_options`)."""
     stages: dict[str, float] = {}
     started = time.perf_counter()
     job = pool.open_job(options, all_workers)
