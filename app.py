@@ -124,10 +124,14 @@ def uploaded_path(payload) -> str | None:
 
 def devices_info(devices: list[str]) -> tuple[str, str]:
     """The Multi-GPU checkbox's label and what it says it does, with the devices' names."""
+    if devices[0].startswith("cuda"):
+        gpus = list(dict.fromkeys(devices))  # two workers may share a GPU
+        if len(gpus) == 1:
+            shared = f", {len(devices)} workers sharing it" if len(devices) > 1 else ""
+            return "Multi-GPU", f"This server has one GPU ({gpus[0]}{shared})."
+        return "Multi-GPU", f"Use all {len(gpus)} GPUs: {', '.join(gpus)}."
     if len(devices) == 1:
         return "Multi-GPU", f"This server has one device ({devices[0]})."
-    if devices[0].startswith("cuda"):
-        return "Multi-GPU", f"Use all {len(devices)} GPUs: {', '.join(devices)}."
     both = "both" if len(devices) == 2 else f"all {len(devices)}"
     names = ", ".join(f"cpu #{number}" for number in range(1, len(devices) + 1))
     return "Multi-GPU (CPU workers here)", f"Use {both} CPU workers: {names}. Without it a job uses one."
@@ -295,7 +299,7 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
     pools = handlers.pools
     default_model = next(iter(pools))
     devices = pools[default_model].devices
-    several = len(devices) > 1
+    several = len(set(devices)) > 1 or (devices[0] == "cpu" and len(devices) > 1)  # not workers sharing one GPU
     multi_label, multi_info = devices_info(devices)
     languages = ["auto", *LANGUAGE_CODES]
     # No delete_cache: Gradio would delete every result at each restart. Results and unused uploads

@@ -116,6 +116,10 @@ class Transcript:
     dropped: list[Dropped]  # text Whisper wrote that is not shown, with the reason
     stage_seconds: dict[str, float]  # decode+vad (overlapping transcription), transcribe (the rest), cues
     workers: int
+    first_batch_s: float = 0.0  # from the job's start until a worker began its first batch
+    workers_idle_s: float = 0.0  # the job's workers without a batch of it, added over workers
+    # Each batch: device, units, when it began and ended, in seconds from the job's start.
+    batch_times: list[tuple[str, int, float, float]] = field(default_factory=list)
 
     @property
     def wall_seconds(self) -> float:

@@ -18,6 +18,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,11 @@ log = logging.getLogger("whisper_for_subs")
 
 MAX_TRIES = 3  # a unit whose worker dies this many times fails its job
 BATCHES_IN_FLIGHT = 2  # per worker: one running, one queued behind it
+# A job's first batch holds this share of its batch size (at least one unit), each next one twice as
+# many up to the full size. Small first batches start the workers while the file is still being
+# decoded, but a GPU runs a batch of 8 windows in about the time of one (decoding takes a step per
+# token, whatever the batch), so a ramp from one unit would leave it doing near-empty batches.
+FIRST_BATCH_SHARE = 4
 
 
 class JobFailed(RuntimeError):
@@ -55,6 +61,8 @@ class Transcribed:
 
     segments: list[list[Segment]]  # one list per unit, in the batch's order
     batch_size: int  # the most windows the worker now runs at once: smaller after running out of memory
+    started: float  # when the worker began the batch and when it ended it (`time.monotonic`, which
+    finished: float  # all processes of a machine share)
 
 
 @dataclass
@@ -101,6 +109,10 @@ class Job:
     closed: bool = False  # no more units will be added
     error: Exception | None = None
     finished: threading.Event = field(default_factory=threading.Event)
+    # How well the job kept its workers busy (`time.monotonic`): the benchmark's view of the GPU.
+    opened_at: float = field(default_factory=time.monotonic)
+    finished_at: float | None = None
+    batch_times: list[tuple[str, int, float, float]] = field(default_factory=list)  # device, units, start, end
 
     @property
     def language(self) -> str | None:
@@ -108,6 +120,17 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)
+
+    @property
+    def first_batch_s(self) -> float:
+        return min((start for _, _, start, _ in self.batch_times), default=self.opened_at) - self.opened_at
+
+    @property
+    def workers_idle_s(self) -> float:
+        """Time the job's workers spent without a batch of it while it was open, added over workers."""
+        open_s = (self.finished_at or time.monotonic()) - self.opened_at
+        busy_s = sum(end - start for _, _, start, end in self.batch_times)
+        return max(len(self.worker_indexes) * open_s - busy_s, 0.0)
 
     def segments(self) -> list[Segment]:
         """Wait for the job; its segments in time order, or the reason it failed."""
@@ -117,13 +140,15 @@ class Job:
         return [segment for index in sorted(self.results) for segment in self.results[index]]
 
     def form_batches(self) -> None:
-        """Cut the units received so far into batches, in file order: the first of 1 unit, then 2, 4
-        and so on up to `batch_size`, the last one what is left once the job is closed. The sizes
+        """Cut the units received so far into batches, in file order: the first of a quarter of
+        `batch_size`, then twice as many each time up to `batch_size`, the last one what is left once
+        the job is closed. The sizes
         depend only on the job, so its batches are the same however its units arrive and whoever
         runs them; the small first ones start the workers while the rest of the file is decoded,
         and the full ones after them keep a GPU busy."""
+        first = max(self.batch_size // FIRST_BATCH_SHARE, 1)
         while self.unbatched:
-            size = min(self.batch_size, 2**self.batches_formed)
+            size = min(self.batch_size, first * 2**self.batches_formed)
             if len(self.unbatched) < size and not self.closed:
                 return
             self.batches.append(self.unbatched[:size])
@@ -257,12 +282,21 @@ class Dispatcher:
     def _open(self, job: Job) -> None:
         if job.all_workers:
             job.worker_indexes = list(range(len(self._workers)))
-        else:  # the worker the fewest single-worker jobs keep to
-            pinned = [sum(other.worker_indexes == [index] for other in self._jobs) for index in range(len(self._workers))]
-            job.worker_indexes = [pinned.index(min(pinned))]
+        else:  # the device the fewest single-device jobs keep to, with every worker it has
+            devices = self._single_devices()
+            pinned = [sum(other.worker_indexes == indexes for other in self._jobs) for indexes in devices]
+            job.worker_indexes = devices[pinned.index(min(pinned))]
         # Fixed for the job's life, the same for every worker of the same kind of device.
         job.batch_size = job.options.batch_size or min(self._workers[index].batch_size for index in job.worker_indexes)
         self._jobs.insert(0, job)  # it has had no turn yet: it goes first
+
+    def _single_devices(self) -> list[list[int]]:
+        """The worker indexes of each device: the workers that share a GPU together, each CPU worker
+        alone (it stands for a share of the machine's cores)."""
+        devices: dict[str, list[int]] = {}
+        for index, worker in enumerate(self._workers):
+            devices.setdefault(worker.device if worker.device.startswith("cuda") else f"cpu #{index}", []).append(index)
+        return list(devices.values())
 
     def _add(self, job: Job, units: list[WorkUnit]) -> None:
         indexes = [unit.index for unit in job.units + units]
@@ -328,8 +362,9 @@ class Dispatcher:
                 job.detecting = False
                 job.options = replace(job.options, language=language)
                 log.info("job %d: language %s", job.id, language)
-            case Transcribed(segments, batch_size):
+            case Transcribed(segments, batch_size, started, finished):
                 worker.batch_size = batch_size
+                job.batch_times.append((worker.device, len(units), started, finished))
                 for unit, unit_segments in zip(units, segments):
                     job.results[unit.index] = unit_segments
                 done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
@@ -366,6 +401,7 @@ class Dispatcher:
 
     def _finish(self, job: Job, error: Exception | None = None) -> None:
         job.error = error
+        job.finished_at = time.monotonic()
         job.batches.clear()
         if job in self._jobs:
             self._jobs.remove(job)

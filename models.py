@@ -115,10 +115,14 @@ def choose_batch_size(free_bytes: int, window_bytes: int, device_kind: str) -> i
     return max(1, min(MAX_BATCH_SIZE[device_kind], int(MEMORY_SHARE * free_bytes) // window_bytes))
 
 
-def fitting_batch_size(model_path: str, device_kind: str, compute_type: str, beam_size: int) -> int:
-    """The batch size that fits the free memory of the device, measured once the model is loaded
-    (so that its weights are no longer free memory)."""
+def fitting_batch_size(
+    model_path: str, device_kind: str, compute_type: str, beam_size: int, workers_on_device: int = 1
+) -> int:
+    """The batch size that fits a worker's share of the device's free memory, measured once the model
+    is loaded (so that its weights are no longer free memory)."""
     free = free_memory(device_kind)
+    if free is not None:
+        free //= workers_on_device
     try:
         dimensions = model_dimensions(model_path)
     except (OSError, ValueError, KeyError, struct.error) as error:

@@ -109,13 +109,20 @@ def transcribe_file(
         dropped=dropped,
         stage_seconds=stages,
         workers=len(job.worker_indexes),
+        first_batch_s=job.first_batch_s,
+        workers_idle_s=job.workers_idle_s,
+        batch_times=[(device, size, start - job.opened_at, end - job.opened_at)
+                     for device, size, start, end in job.batch_times],
     )
     log.info(
-        "job %d done: %.1f s of audio in %.1f s (%.1f x realtime) on %d workers",
+        "job %d done: %.1f s of audio in %.1f s (%.1f x realtime) on %d workers; "
+        "first batch after %.2f s, workers idle %.2f s in all",
         job.id,
         transcript.duration,
         transcript.wall_seconds,
         transcript.realtime_factor,
         transcript.workers,
+        transcript.first_batch_s,
+        transcript.workers_idle_s,
     )
     return transcript

@@ -8,9 +8,17 @@ from models import fitting_batch_size
 
 
 class WhisperTranscriber:
-    """Owns one Whisper model on one device (`cpu`, `cuda` or `cuda:N`)."""
+    """Owns one Whisper model on one device (`cpu`, `cuda` or `cuda:N`), which it may share with
+    other workers (`workers_on_device`): its batches then fit a share of the device's free memory."""
 
-    def __init__(self, model_path: str, device: str = "cpu", compute_type: str | None = None, cpu_threads: int = 0):
+    def __init__(
+        self,
+        model_path: str,
+        device: str = "cpu",
+        compute_type: str | None = None,
+        cpu_threads: int = 0,
+        workers_on_device: int = 1,
+    ):
         kind, _, index = device.partition(":")
         compute_type = compute_type or ("float16" if kind == "cuda" else "int8")
         self.model = WhisperModel(
@@ -21,7 +29,7 @@ class WhisperTranscriber:
             cpu_threads=cpu_threads,
         )
         self.pipeline = BatchedInferencePipeline(self.model)
-        self.batch_size = fitting_batch_size(model_path, kind, compute_type, TranscribeOptions.beam_size)
+        self.batch_size = fitting_batch_size(model_path, kind, compute_type, TranscribeOptions.beam_size, workers_on_device)
 
     @property
     def multilingual(self) -> bool:

@@ -150,3 +150,13 @@ def test_transcribe_again_with_the_same_upload(page, server, jfk):
     with page.expect_download() as download:
         page.click("#download-vtt")
     assert download.value.suggested_filename == "jfk.vtt"
+
+
+def test_the_multi_gpu_label_counts_gpus_not_the_workers_that_share_them():
+    from app import devices_info
+
+    assert devices_info(["cuda:0", "cuda:0"])[1] == "This server has one GPU (cuda:0, 2 workers sharing it)."
+    assert devices_info(["cuda:0"])[1] == "This server has one GPU (cuda:0)."
+    assert devices_info(["cuda:0", "cuda:0", "cuda:1", "cuda:1"])[1] == "Use all 2 GPUs: cuda:0, cuda:1."
+    assert devices_info(["cpu", "cpu"]) == ("Multi-GPU (CPU workers here)",
+                                            "Use both CPU workers: cpu #1, cpu #2. Without it a job uses one.")

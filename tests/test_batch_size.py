@@ -87,3 +87,11 @@ def test_batch_size_setting(text, expected):
 def test_bad_batch_size_settings_are_refused(text):
     with pytest.raises(ValueError, match="batch size must be auto or a whole number"):
         parse_batch_size(text)
+
+
+def test_workers_sharing_a_device_each_fit_their_share_of_its_memory(tmp_path):
+    import models
+
+    alone = models.fitting_batch_size(models.default_model(), "cpu", "int8", 5)
+    halves = [models.fitting_batch_size(models.default_model(), "cpu", "int8", 5, workers) for workers in (2, 1000)]
+    assert alone >= halves[0] >= halves[1] == 1  # a thousandth of this machine's memory fits one window

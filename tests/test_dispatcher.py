@@ -4,7 +4,7 @@ import queue
 import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ class Call:
     units: list[WorkUnit]
     options: TranscribeOptions | None
     future: Future
+    sent: float = field(default_factory=time.monotonic)  # the fake worker starts at once
 
     @property
     def indexes(self) -> list[int]:
@@ -28,7 +29,7 @@ class Call:
 
     def answer(self, batch_size: int = 8) -> None:
         segments = [[Segment(unit.spans[0][0], unit.spans[0][1], f"unit {unit.index}")] for unit in self.units]
-        self.future.set_result(Transcribed(segments, batch_size))
+        self.future.set_result(Transcribed(segments, batch_size, self.sent, time.monotonic()))
 
     def crash(self) -> None:
         self.future.set_exception(BrokenProcessPool("the worker died"))
@@ -219,7 +220,7 @@ def test_the_language_is_detected_once_from_the_first_speech(make_dispatcher):
     worker = FakeWorker()
     dispatcher = make_dispatcher([worker], [8])
     job = dispatcher.open_job(TranscribeOptions(), all_workers=True)
-    dispatcher.send(AddUnits(job, [unit(0), unit(1)]))
+    dispatcher.send(AddUnits(job, [unit(0), unit(1), unit(2)]))
     detect = worker.next_call()
     assert detect.kind == "detect" and detect.indexes == [0]
     detect.future.set_result(Detected("de"))
@@ -240,3 +241,60 @@ def test_a_workers_smaller_batch_size_is_used_by_the_next_job(make_dispatcher):
     dispatcher.send(AddUnits(second, [unit(index) for index in range(10)]))
     dispatcher.send(CloseJob(second))
     assert second.wait(0) is False and max(len(batch) for batch in run_to_end([worker], second)) == 2
+
+
+def test_the_job_says_when_its_first_batch_began_and_how_long_its_workers_waited(make_dispatcher):
+    fakes = [FakeWorker(), FakeWorker()]
+    dispatcher = make_dispatcher(fakes, [1, 1])
+    job = dispatcher.open_job(ENGLISH, all_workers=True)
+    time.sleep(0.2)  # no units yet: both workers wait
+    dispatcher.send(AddUnits(job, [unit(0), unit(1)]))
+    dispatcher.send(CloseJob(job))
+    first, second = fakes[0].next_call(), fakes[1].next_call()
+    time.sleep(0.3)
+    first.answer()
+    time.sleep(0.2)  # the first worker has nothing left of the job
+    second.answer()
+    assert job.wait(5)
+
+    assert 0.2 <= job.first_batch_s < 0.4
+    open_s = job.finished_at - job.opened_at
+    assert 0.7 <= open_s < 1.2
+    # Worker 1 waited 0.2 s before and 0.2 s after its batch, worker 2 the first 0.2 s.
+    assert job.workers_idle_s == pytest.approx(2 * open_s - (first.future.result().finished - first.sent)
+                                               - (second.future.result().finished - second.sent))
+    assert 0.5 <= job.workers_idle_s < 0.9
+
+
+def test_a_large_batch_size_starts_with_a_quarter_of_it(make_dispatcher):
+    worker = FakeWorker()
+    dispatcher = make_dispatcher([worker], [32])
+    job = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(job, [unit(index) for index in range(100)]))
+    dispatcher.send(CloseJob(job))
+    assert sorted(map(len, run_to_end([worker], job))) == sorted([8, 16, 32, 32, 12])
+
+
+def test_a_single_device_job_uses_every_worker_of_one_gpu(make_dispatcher):
+    fakes = [FakeWorker("cuda:0"), FakeWorker("cuda:0"), FakeWorker("cuda:1"), FakeWorker("cuda:1")]
+    dispatcher = make_dispatcher(fakes, [1] * 4)
+    first = dispatcher.open_job(ENGLISH, all_workers=False)
+    second = dispatcher.open_job(ENGLISH, all_workers=False)
+    for job in (first, second):
+        dispatcher.send(AddUnits(job, [unit(0), unit(1)]))
+        dispatcher.send(CloseJob(job))
+    run_to_end(fakes, second)
+    run_to_end(fakes, first)
+    assert sorted([first.worker_indexes, second.worker_indexes]) == [[0, 1], [2, 3]]
+    assert {device for device, *_ in first.batch_times} == {fakes[first.worker_indexes[0]].device}
+    assert len(first.batch_times) == 2  # its two batches: both workers of its GPU may take one
+
+
+def test_a_single_device_job_keeps_to_one_cpu_worker(make_dispatcher):
+    fakes = [FakeWorker("cpu"), FakeWorker("cpu")]
+    dispatcher = make_dispatcher(fakes, [1, 1])
+    job = dispatcher.open_job(ENGLISH, all_workers=False)
+    dispatcher.send(AddUnits(job, [unit(0), unit(1)]))
+    dispatcher.send(CloseJob(job))
+    run_to_end(fakes, job)
+    assert len(job.worker_indexes) == 1

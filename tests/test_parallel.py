@@ -77,9 +77,17 @@ def test_parse_devices():
     assert parse_devices("cpu*2") == ["cpu", "cpu"]
     assert parse_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
     assert parse_devices("cuda") == ["cuda:0"]
+    assert parse_devices("cuda:0*2") == ["cuda:0", "cuda:0"]
     for bad in ("gpu", "cuda:x", "cpu*two", ""):
         with pytest.raises(ValueError):
             parse_devices(bad)
+
+
+def test_auto_puts_two_workers_on_every_gpu(monkeypatch):
+    import parallel_transcriber
+
+    monkeypatch.setattr(parallel_transcriber, "gpu_count", lambda: 2)  # this machine has none
+    assert parse_devices("auto") == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
 
 
 def test_one_and_two_workers_give_the_same_words_and_times(one_worker, undisturbed, composition):
