@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 from audio import AudioError
 from datatypes import Transcript
 from dispatcher import JobCancelled, JobFailed
-from parallel_transcriber import ParallelTranscriber
+from parallel_transcriber import WorkerPool
 from pipeline import LANGUAGES_WITHOUT_SPACES, transcribe_file
 from serving import JobCounter, ServerDraining
 from startup import as_sentence, check_task, job_options
@@ -60,7 +60,7 @@ class ApiError(Exception):
 
 
 class OpenAIApi:
-    def __init__(self, pools: dict[str, ParallelTranscriber], jobs: JobCounter, settings: ApiSettings):
+    def __init__(self, pools: dict[str, WorkerPool], jobs: JobCounter, settings: ApiSettings):
         self.pools = pools
         self.jobs = jobs
         self.settings = settings

@@ -33,7 +33,7 @@ from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import Transcript
 from dispatcher import JobCancelled, JobFailed, Progress
 from models import LANGUAGE_CODES, can_translate, model_label, parse_batch_size
-from parallel_transcriber import ParallelTranscriber
+from parallel_transcriber import WorkerPool
 from pipeline import transcribe_file
 from serving import JobCounter, LoginBrake, ServerDraining, serve
 from startup import as_sentence, configure_logging, job_options, model_spec, start_pool, unwind_on_sigterm
@@ -56,6 +56,7 @@ class Settings:
     port: int
     models: list[str]  # the first is the default
     devices: str
+    ray_address: str | None  # workers as Ray actors on this cluster; None: processes on this machine
     compute_type: str | None
     batch_size: int | None  # None: what fits each device
     max_file_size: str
@@ -76,6 +77,8 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--model", default=env("WHISPER_MODEL", ""),
                         help="model, or several separated by commas (the first is the default)")
     parser.add_argument("--devices", default=env("WHISPER_DEVICES", "auto"))
+    parser.add_argument("--ray-address", default=env("WHISPER_RAY_ADDRESS") or None,
+                        help="run the workers as Ray actors on this cluster (host:port, or auto)")
     parser.add_argument("--compute-type", default=env("WHISPER_COMPUTE_TYPE") or None)
     parser.add_argument("--batch-size", type=parse_batch_size, default=parse_batch_size(env("WHISPER_BATCH_SIZE", "auto")))
     parser.add_argument("--max-file-size", default=env("WHISPER_MAX_FILE_SIZE", "2gb"))
@@ -93,16 +96,18 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         parser.error("give both a username and a password, or neither")
     models = [name.strip() for name in args.model.split(",") if name.strip()] or [model_label(None)]
     return Settings(
-        host=args.host, port=args.port, models=models, devices=args.devices, compute_type=args.compute_type,
+        host=args.host, port=args.port, models=models, devices=args.devices, ray_address=args.ray_address,
+        compute_type=args.compute_type,
         batch_size=args.batch_size, max_file_size=args.max_file_size, username=args.username,
         password=args.password, results_dir=Path(args.results_dir).resolve(), keep_hours=args.keep_hours,
         queue_size=args.queue_size, drain_seconds=args.drain_seconds, api_key=args.api_key,
     )
 
 
-def start_pools(settings: Settings) -> dict[str, ParallelTranscriber]:
+def start_pools(settings: Settings) -> dict[str, WorkerPool]:
     """One worker pool per configured model, each loaded on every device before anything is served."""
-    return {name: start_pool(model_spec(name, settings.compute_type), settings.devices) for name in settings.models}
+    return {name: start_pool(model_spec(name, settings.compute_type), settings.devices, settings.ray_address)
+            for name in settings.models}
 
 
 # What the file picker offers: audio and video by their MIME types, and MPEG transport streams, whose
@@ -124,6 +129,8 @@ def uploaded_path(payload) -> str | None:
 
 def devices_info(devices: list[str]) -> tuple[str, str]:
     """The Multi-GPU checkbox's label and what it says it does, with the devices' names."""
+    if " " in devices[0]:  # Ray actors, named after their node: "node-2 cuda:1"
+        return "Multi-GPU", f"Use all {len(devices)} workers of the cluster: {', '.join(devices)}."
     if devices[0].startswith("cuda"):
         gpus = list(dict.fromkeys(devices))  # two workers may share a GPU
         if len(gpus) == 1:
@@ -140,7 +147,7 @@ def devices_info(devices: list[str]) -> tuple[str, str]:
 class SubtitleApp:
     """The page's event handlers, over the same pipeline as the command line."""
 
-    def __init__(self, pools: dict[str, ParallelTranscriber], settings: Settings):
+    def __init__(self, pools: dict[str, WorkerPool], settings: Settings):
         self.pools = pools
         self.settings = settings
         self.cancels: dict[str, threading.Event] = {}  # browser session -> its running job's cancel flag
@@ -299,7 +306,7 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
     pools = handlers.pools
     default_model = next(iter(pools))
     devices = pools[default_model].devices
-    several = len(set(devices)) > 1 or (devices[0] == "cpu" and len(devices) > 1)  # not workers sharing one GPU
+    several = len(devices) > 1 and not (devices[0].startswith("cuda") and len(set(devices)) == 1)  # not one GPU's workers
     multi_label, multi_info = devices_info(devices)
     languages = ["auto", *LANGUAGE_CODES]
     # No delete_cache: Gradio would delete every result at each restart. Results and unused uploads
@@ -354,7 +361,7 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
     return demo
 
 
-def create_app(pools: dict[str, ParallelTranscriber], settings: Settings) -> FastAPI:
+def create_app(pools: dict[str, WorkerPool], settings: Settings) -> FastAPI:
     """The FastAPI app: the page at /, and /health for Docker's health check. Its `state.handlers`
     holds the page's handlers, whose job counter the server drains at shutdown."""
     settings.results_dir.mkdir(parents=True, exist_ok=True)
@@ -378,7 +385,8 @@ def create_app(pools: dict[str, ParallelTranscriber], settings: Settings) -> Fas
         # server answers 503, so that a load balancer sends no new jobs. With a login, only the status.
         if handlers.jobs.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
-        details = {} if login else {"models": {name: pool.model_loads for name, pool in pools.items()}}
+        details = {} if login else {"models": {name: pool.model_loads for name, pool in pools.items()},
+                                    "workers": {name: pool.devices for name, pool in pools.items()}}
         return JSONResponse({"status": "ok", **details})
 
     server.add_middleware(LoginBrake)

@@ -16,7 +16,7 @@ from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import TranscribeOptions
 from dispatcher import JobFailed, Progress
 from models import ModelError, parse_batch_size
-from parallel_transcriber import ParallelTranscriber
+from parallel_transcriber import WorkerPool
 from pipeline import transcribe_file
 from startup import check_task, configure_logging, job_options, model_spec, start_pool, unwind_on_sigterm
 from writers import FORMATS, write
@@ -29,6 +29,7 @@ EXAMPLES = """examples:
   python cli.py *.mp3 -o subs/ --format vtt           several files into a folder
   python cli.py lecture.mkv --devices cuda:0,cuda:1   two GPUs
   python cli.py meeting.m4a --devices 'cpu*2'         two CPU workers
+  python cli.py film.mkv --ray-address 10.0.0.5:6379  every GPU of a Ray cluster
   python cli.py interview.wav --language de           German, not detected
   python cli.py --download-only --model large-v3      fetch a model into the cache, then exit
 
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="size name, Hugging Face repo id or local CTranslate2 folder "
                         "(default: large-v3-turbo with a GPU, else the bundled tiny.en)")
     parser.add_argument("--devices", "--device", default="auto", help="auto, cpu, cpu*2, cuda:0,cuda:1 ...")
+    parser.add_argument("--ray-address", help="run the workers as Ray actors on this cluster (host:port, or auto); "
+                        "--devices is then auto (every GPU of the cluster), cpu*N or cuda*N")
     parser.add_argument("--compute-type", help="default: float16 on GPU, int8 on CPU")
     parser.add_argument("--language", default="auto", help="language code, or auto to detect it")
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     # Checked before any model is loaded.
     options = job_options(spec, args.language, args.task, args.initial_prompt, args.hotwords, args.batch_size)
     failures = 0
-    with start_pool(spec, args.devices) as pool:
+    with start_pool(spec, args.devices, args.ray_address) as pool:
         check_task(pool, args.task)
         for source, (target, fmt) in zip(inputs, targets):
             try:
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     return USER_ERROR if failures else 0
 
 
-def _transcribe_with_bar(source: Path, pool: ParallelTranscriber, options: TranscribeOptions,
+def _transcribe_with_bar(source: Path, pool: WorkerPool, options: TranscribeOptions,
                          args: argparse.Namespace):
     bar = tqdm(total=0, unit="s", desc=source.name, disable=args.quiet, file=sys.stderr,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech")

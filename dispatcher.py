@@ -85,7 +85,8 @@ class WorkerHandle(Protocol):
     def detect_language(self, unit: WorkUnit) -> "Future[Detected]": ...
 
     def restart(self) -> "Future[int]":
-        """Replace the dead worker; the future gives the new one's batch size once its model is loaded."""
+        """Replace the dead worker; the future gives the new one's batch size once its model is loaded
+        (it may take long: a Ray actor waits for room in the cluster), or fails if it cannot be."""
         ...
 
 
@@ -206,6 +207,14 @@ class WorkerRestarted:
 
 
 @dataclass
+class AddWorker:
+    """A worker that joined after the start (a Ray cluster grew)."""
+
+    handle: WorkerHandle
+    batch_size: int
+
+
+@dataclass
 class Stop:
     pass
 
@@ -216,6 +225,8 @@ class _Worker:
     batch_size: int  # what fits the device: reported when its model loaded, and after each batch
     generation: int = 0  # bumped each time a dead process is replaced
     running: list[Job] = field(default_factory=list)  # the job of each batch in flight, one entry per batch
+    ready: bool = True  # False from its death until its replacement has loaded the model
+    gone: bool = False  # it could not be replaced: it takes no more work
 
     @property
     def device(self) -> str:
@@ -244,6 +255,10 @@ class Dispatcher:
 
     def send(self, message: AddUnits | CloseJob | CancelJob) -> None:
         self._inbox.put(message)
+
+    def add_worker(self, handle: WorkerHandle, batch_size: int) -> None:
+        """A new worker, with its model loaded: jobs that use every worker use it too."""
+        self._inbox.put(AddWorker(handle, batch_size))
 
     def stop(self) -> None:
         """Fail every open job, and end the thread."""
@@ -276,14 +291,22 @@ class Dispatcher:
             case Answer():
                 self._take_answer(message)
             case WorkerRestarted(worker, generation, future):
-                if generation == worker.generation and future.exception() is None:
-                    worker.batch_size = future.result()
+                self._restarted(worker, generation, future)
+            case AddWorker(handle, batch_size):
+                self._workers.append(_Worker(handle, batch_size))
+                for job in self._jobs:
+                    if job.all_workers:
+                        job.worker_indexes.append(len(self._workers) - 1)
+                log.info("[%s] joined: %d workers", handle.device, len(self._workers))
 
     def _open(self, job: Job) -> None:
+        if all(worker.gone for worker in self._workers):
+            self._finish(job, JobFailed(f"job {job.id} failed: no worker is left to run it"))
+            return
         if job.all_workers:
             job.worker_indexes = list(range(len(self._workers)))
         else:  # the device the fewest single-device jobs keep to, with every worker it has
-            devices = self._single_devices()
+            devices = [indexes for indexes in self._single_devices() if not all(self._workers[i].gone for i in indexes)]
             pinned = [sum(other.worker_indexes == indexes for other in self._jobs) for indexes in devices]
             job.worker_indexes = devices[pinned.index(min(pinned))]
         # Fixed for the job's life, the same for every worker of the same kind of device.
@@ -314,7 +337,7 @@ class Dispatcher:
         # batch, it goes to the back of the line.
         for slot in range(BATCHES_IN_FLIGHT):
             for index, worker in enumerate(self._workers):
-                if len(worker.running) > slot:
+                if len(worker.running) > slot or not worker.ready:
                     continue
                 job = next((job for job in self._jobs if index in job.worker_indexes and self._has_work(job)), None)
                 if job is not None:
@@ -375,10 +398,23 @@ class Dispatcher:
     def _restart(self, worker: _Worker) -> None:
         log.warning("[%s] worker process died; starting a new one", worker.device)
         worker.generation += 1
+        worker.ready = False
         worker.running.clear()  # what the dead process had is answered as crashed, by generation
         generation = worker.generation
         worker.handle.restart().add_done_callback(
             lambda done: self._inbox.put(WorkerRestarted(worker, generation, done)))
+
+    def _restarted(self, worker: _Worker, generation: int, future: "Future[int]") -> None:
+        if generation != worker.generation:
+            return
+        if future.exception() is None:
+            worker.batch_size, worker.ready = future.result(), True
+            return
+        worker.gone = True
+        log.warning("[%s] could not be replaced (%s); going on without it", worker.device, future.exception())
+        for job in list(self._jobs):
+            if all(self._workers[index].gone for index in job.worker_indexes):
+                self._finish(job, JobFailed(f"job {job.id} failed: no worker is left to run it"))
 
     def _retry(self, job: Job, units: list[WorkUnit]) -> None:
         if job.language is None:

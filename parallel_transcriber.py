@@ -15,8 +15,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from threadpoolctl import threadpool_limits
+
 from datatypes import Segment, TranscribeOptions, WorkUnit
-from dispatcher import AddUnits, CancelJob, CloseJob, Detected, Dispatcher, Job, Transcribed
+from dispatcher import AddUnits, CancelJob, CloseJob, Detected, Dispatcher, Job, Transcribed, WorkerHandle
 from models import ModelError, cpu_threads_per_worker, gpu_count
 from transcriber import WhisperTranscriber
 
@@ -65,18 +67,66 @@ def parse_devices(text: str) -> list[str]:
     return devices
 
 
-# --- The worker process side. Each worker holds one model in these globals for its whole life. ---
+# --- The worker side: one model, loaded once, in a worker process (below) or a Ray actor. ---
 
-_transcriber = None
+
+class ModelWorker:
+    """One model on one device for a worker's whole life, transcribing the batches it is sent."""
+
+    def __init__(self, spec: ModelSpec, device: str, cpu_threads: int, workers_on_device: int = 1, label: str = ""):
+        # numpy's BLAS (the log-mel features' one matrix product) gives results that differ in their
+        # last bits with its thread count, and a worker would start one per core: one thread in every
+        # worker keeps the same file's subtitles the same on one worker or several, in a process or
+        # a Ray actor (which Ray gives one thread), and costs little on a product this small.
+        threadpool_limits(limits=1, user_api="blas")
+        self.engine = spec.engine(spec.model_path, device, spec.compute_type, cpu_threads, workers_on_device)
+        self.label = label or device  # for the logs
+        self.memory_limit: int | None = None  # the most windows that fit, once a batch has run out of memory
+
+    @property
+    def multilingual(self) -> bool:
+        return self.engine.multilingual
+
+    @property
+    def batch_size(self) -> int:
+        return self.engine.batch_size
+
+    def detect_language(self, unit: WorkUnit) -> Detected:
+        return Detected(self.engine.detect_language(unit))
+
+    def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> Transcribed:
+        started = time.monotonic()
+        results = self._transcribe_within(units, options)
+        return Transcribed(results, self.engine.batch_size, started, time.monotonic())
+
+    def _transcribe_within(self, units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
+        """Transcribe `units` as one batch (the dispatcher chose it), unless this worker's memory has
+        proved too small for that many windows: then in halves. A batch that runs out of memory is
+        done in halves too, and sets that limit."""
+        if self.memory_limit is None or len(units) <= self.memory_limit:
+            try:
+                return self.engine.transcribe(units, replace(options, batch_size=len(units)))
+            except RuntimeError as error:
+                if "out of memory" not in str(error).lower() or len(units) == 1:
+                    raise
+            self.memory_limit = len(units) // 2
+            log.warning("[%s] out of memory with %d windows: batch size now %d", self.label, len(units), self.memory_limit)
+            self.engine.batch_size = min(self.engine.batch_size, self.memory_limit)
+        # Halves, then halves of those: the same split for the same batch and limit, every time.
+        half = (len(units) + 1) // 2
+        return self._transcribe_within(units[:half], options) + self._transcribe_within(units[half:], options)
+
+
+# A worker process holds its ModelWorker in these globals.
+_worker: ModelWorker | None = None
 _device = ""
 _events = None
 _load_error: str | None = None
-_memory_limit: int | None = None  # the most windows that fit, once a batch has run out of memory
 
 
 def _load_model(spec: ModelSpec, device: str, cpu_threads: int, workers_on_device: int, events) -> None:
     """Executor initializer: pin the device and load the model, once per worker process."""
-    global _transcriber, _device, _events, _load_error
+    global _worker, _device, _events, _load_error
     _device, _events = device, events
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     local_device = "cpu"
@@ -86,11 +136,11 @@ def _load_model(spec: ModelSpec, device: str, cpu_threads: int, workers_on_devic
         local_device = "cuda:0"
     started = time.perf_counter()
     try:
-        _transcriber = spec.engine(spec.model_path, local_device, spec.compute_type, cpu_threads, workers_on_device)
+        _worker = ModelWorker(spec, local_device, cpu_threads, workers_on_device, label=device)
     except Exception as error:  # reported by _worker_info: an initializer that raises breaks the pool silently
         _load_error = f"{type(error).__name__}: {error}"
         return
-    events.put(("loaded", device, spec.name, time.perf_counter() - started, _transcriber.batch_size))
+    events.put(("loaded", device, spec.name, time.perf_counter() - started, _worker.batch_size))
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -103,42 +153,22 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def _worker_info() -> tuple[int, str | None, bool, int]:
     """(process id, load error or None, whether the model is multilingual, the batch size that fits)."""
-    if _transcriber is None:
+    if _worker is None:
         return os.getpid(), _load_error, False, 1
-    return os.getpid(), _load_error, _transcriber.multilingual, _transcriber.batch_size
+    return os.getpid(), _load_error, _worker.multilingual, _worker.batch_size
 
 
 def _detect_language(unit: WorkUnit) -> Detected:
-    return Detected(_transcriber.detect_language(unit))
+    return _worker.detect_language(unit)
 
 
 def _transcribe_units(units: list[WorkUnit], options: TranscribeOptions) -> Transcribed:
-    started = time.monotonic()
     for unit in units:
         _events.put(("started", _device, unit.index, unit.duration))
-    results = _transcribe_within(units, options)
-    for unit, segments in zip(units, results):
+    answer = _worker.transcribe(units, options)
+    for unit, segments in zip(units, answer.segments):
         _events.put(("done", _device, unit.index, len(segments)))
-    return Transcribed(results, _transcriber.batch_size, started, time.monotonic())
-
-
-def _transcribe_within(units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
-    """Transcribe `units` as one batch (the dispatcher chose it), unless this worker's memory has
-    proved too small for that many windows: then in halves. A batch that runs out of memory is done
-    in halves too, and sets that limit."""
-    global _memory_limit
-    if _memory_limit is None or len(units) <= _memory_limit:
-        try:
-            return _transcriber.transcribe(units, replace(options, batch_size=len(units)))
-        except RuntimeError as error:
-            if "out of memory" not in str(error).lower() or len(units) == 1:
-                raise
-        _memory_limit = len(units) // 2
-        log.warning("[%s] out of memory with %d windows: batch size now %d", _device, len(units), _memory_limit)
-        _transcriber.batch_size = min(_transcriber.batch_size, _memory_limit)
-    # Halves, then halves of those: the same split for the same batch and limit, every time.
-    half = (len(units) + 1) // 2
-    return _transcribe_within(units[:half], options) + _transcribe_within(units[half:], options)
+    return answer
 
 
 # --- The server side. ---
@@ -200,33 +230,22 @@ def stop_executor(executor: ProcessPoolExecutor) -> None:
             process.join()
 
 
-class ParallelTranscriber:
-    """The worker pool: `devices` such as ["cuda:0", "cuda:1"] or ["cpu", "cpu"]."""
+class WorkerPool:
+    """Jobs in, segments out, over persistent workers of any kind: what the pipeline, the page and the
+    API use. `ParallelTranscriber` runs the workers as local processes, `ray_workers.RayTranscriber`
+    as actors on a cluster."""
 
-    def __init__(self, spec: ModelSpec, devices: list[str]):
+    def __init__(self, spec: ModelSpec, workers: list[WorkerHandle], batch_sizes: list[int], multilingual: bool):
         self.spec = spec
-        self.devices = devices
-        self.multilingual = False
-        self._context = multiprocessing.get_context("spawn")
-        # SimpleQueue writes each event before put() returns: a worker killed right after loading
-        # its model has still reported the load.
-        self._events = self._context.SimpleQueue()
-        self._loads = 0
-        self._loads_changed = threading.Condition()
+        self.multilingual = multilingual
+        self._handles = workers
         self._closed = False
-        self._cpu_threads = spec.cpu_threads or cpu_threads_per_worker(devices.count("cpu"))
-        self._listener = threading.Thread(target=self._log_events, name="worker-events", daemon=True)
-        self._listener.start()
-        self._workers = [_ProcessWorker(device, self._new_executor) for device in devices]
-        self._dispatcher = Dispatcher(self._workers, self._wait_until_loaded())
-
-    # Public interface
+        self._dispatcher = Dispatcher(workers, batch_sizes)
 
     @property
-    def model_loads(self) -> int:
-        """Models loaded since start: one per worker process ever started."""
-        with self._loads_changed:
-            return self._loads
+    def devices(self) -> list[str]:
+        """Each worker's device, such as cuda:0 (or node-2 cuda:1 on a cluster)."""
+        return [worker.device for worker in self._handles]
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -234,13 +253,10 @@ class ParallelTranscriber:
         smaller after a batch ran out of memory."""
         return self._dispatcher.batch_sizes
 
-    def worker_pids(self) -> list[int]:
-        return [pid for worker in self._workers for pid in worker.executor._processes]
-
     def open_job(self, options: TranscribeOptions, all_workers: bool = True) -> Job:
         """Start a job whose units come later (`add_units`, then `close_job`), so that the first
         units are transcribed while the rest of the file is still being decoded.
-        `all_workers=False` keeps the job on one worker (single-device mode)."""
+        `all_workers=False` keeps the job on one device (single-device mode)."""
         if not self.multilingual:
             options = replace(options, language="en")
         return self._dispatcher.open_job(options, all_workers)
@@ -263,23 +279,61 @@ class ParallelTranscriber:
         self._dispatcher.send(CancelJob(job))
 
     def shutdown(self) -> None:
-        """Stop every worker process; jobs still open fail."""
-        if self._closed:
-            return
+        """Stop dispatching: jobs still open fail. The kinds of pool then stop their workers."""
         self._closed = True
+        self._dispatcher.stop()
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+
+class ParallelTranscriber(WorkerPool):
+    """The worker pool on this machine: `devices` such as ["cuda:0", "cuda:1"] or ["cpu", "cpu"]."""
+
+    def __init__(self, spec: ModelSpec, devices: list[str]):
+        self.spec = spec
+        self._context = multiprocessing.get_context("spawn")
+        # SimpleQueue writes each event before put() returns: a worker killed right after loading
+        # its model has still reported the load.
+        self._events = self._context.SimpleQueue()
+        self._loads = 0
+        self._loads_changed = threading.Condition()
+        self._cpu_threads = spec.cpu_threads or cpu_threads_per_worker(devices.count("cpu"))
+        self._listener = threading.Thread(target=self._log_events, name="worker-events", daemon=True)
+        self._listener.start()
+        # Workers on one GPU share its memory; each CPU worker has its own share of the machine.
+        self._workers_on = {device: devices.count(device) if device.startswith("cuda") else 1 for device in devices}
+        self._workers = [_ProcessWorker(device, self._new_executor) for device in devices]
+        batch_sizes, multilingual = self._wait_until_loaded()
+        super().__init__(spec, self._workers, batch_sizes, multilingual)
+
+    @property
+    def model_loads(self) -> int:
+        """Models loaded since start: one per worker process ever started."""
+        with self._loads_changed:
+            return self._loads
+
+    def worker_pids(self) -> list[int]:
+        return [pid for worker in self._workers for pid in worker.executor._processes]
+
+    def shutdown(self) -> None:
+        """Stop every worker process; jobs still open fail."""
+        if getattr(self, "_closed", False):
+            return
         if hasattr(self, "_dispatcher"):
-            self._dispatcher.stop()
+            super().shutdown()
+        self._closed = True
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
         for worker in self._workers:
             stop_executor(worker.executor)
         self._events.put(None)
         self._listener.join(timeout=5)
         self._events.close()
-
-    def __enter__(self) -> "ParallelTranscriber":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.shutdown()
 
     # Worker processes
 
@@ -292,18 +346,18 @@ class ParallelTranscriber:
                 self.spec,
                 device,
                 self._cpu_threads if device == "cpu" else 1,
-                self.devices.count(device) if device.startswith("cuda") else 1,  # they share its memory
+                self._workers_on[device],
                 self._events,
             ),
         )
 
-    def _wait_until_loaded(self) -> list[int]:
+    def _wait_until_loaded(self) -> tuple[list[int], bool]:
         """Start every worker and wait for its model, so that the first job loads nothing; returns
-        each worker's batch size."""
-        batch_sizes = []
+        each worker's batch size, and whether the model is multilingual."""
+        batch_sizes, multilingual = [], False
         for worker, info in [(worker, worker.info()) for worker in self._workers]:
             try:
-                _pid, error, self.multilingual, batch_size = info.result()
+                _pid, error, multilingual, batch_size = info.result()
             except BrokenProcessPool:
                 error = "the worker process died while loading the model"
             if error:
@@ -312,7 +366,7 @@ class ParallelTranscriber:
             batch_sizes.append(batch_size)
         with self._loads_changed:
             self._loads_changed.wait_for(lambda: self._loads >= len(self._workers), timeout=30)
-        return batch_sizes
+        return batch_sizes, multilingual
 
     def _log_events(self) -> None:
         while (event := self._events.get()) is not None:

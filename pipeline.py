@@ -16,7 +16,7 @@ from audio import stream_audio
 from cleanup import DEFAULT_CHINESE_SCRIPT, clean_segments, convert_chinese_script
 from datatypes import SAMPLE_RATE, TranscribeOptions, Transcript
 from dispatcher import Progress
-from parallel_transcriber import ParallelTranscriber
+from parallel_transcriber import WorkerPool
 from subtitles import BROADCAST, CHINESE_JAPANESE, CueOptions, build_cues
 from vad_splitter import VadOptions, stream_units
 
@@ -31,7 +31,7 @@ def cue_options_for(language: str) -> CueOptions:
 
 def transcribe_file(
     path: str | Path,
-    pool: ParallelTranscriber,
+    pool: WorkerPool,
     options: TranscribeOptions = TranscribeOptions(),
     vad_options: VadOptions = VadOptions(),
     max_line_chars: int | None = None,

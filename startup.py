@@ -8,7 +8,7 @@ import sys
 
 from datatypes import TranscribeOptions
 from models import LANGUAGE_CODES, can_translate, check_prompt, gpu_count, model_label, resolve_model
-from parallel_transcriber import ModelSpec, ParallelTranscriber, parse_devices
+from parallel_transcriber import ModelSpec, ParallelTranscriber, WorkerPool, parse_devices
 
 
 def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
@@ -32,9 +32,14 @@ def model_spec(name: str | None, compute_type: str | None = None) -> ModelSpec:
     return ModelSpec(resolve_model(None if default else name), name=model_label(name), compute_type=compute_type)
 
 
-def start_pool(spec: ModelSpec, devices: str) -> ParallelTranscriber:
-    """One worker per device of `devices` (auto, cpu*2, cuda:0,cuda:1 ...), each with the model loaded.
-    Raises ValueError for a device this machine does not have."""
+def start_pool(spec: ModelSpec, devices: str, ray_address: str | None = None) -> WorkerPool:
+    """One worker per device of `devices` (auto, cpu*2, cuda:0,cuda:1 ...), each with the model loaded;
+    with `ray_address`, Ray actors across that cluster instead (auto, cpu*N, cuda*N). Raises
+    ValueError for a device this machine does not have."""
+    if ray_address:
+        from ray_workers import RayTranscriber  # Ray is imported only for a cluster
+
+        return RayTranscriber(spec, devices, ray_address)
     chosen = parse_devices(devices)
     gpus = gpu_count()
     for device in chosen:
@@ -66,7 +71,7 @@ def as_sentence(message: str) -> str:
     return message[:1].upper() + message[1:] + "."
 
 
-def check_task(pool: ParallelTranscriber, task: str) -> None:
+def check_task(pool: WorkerPool, task: str) -> None:
     """Raise ValueError where `task` is translate and the pool's model cannot translate."""
     if task == "translate" and not can_translate(pool.spec.name, pool.multilingual):
         raise ValueError(f"the model {pool.spec.name} cannot translate; choose a multilingual model such as large-v3")

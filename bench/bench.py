@@ -3,10 +3,11 @@
     python bench/bench.py                      # generates a 10-minute file, CPU, the default offline model
     python bench/bench.py talk.flac --reference talk.txt --model large-v3-turbo --devices cuda:0,cuda:1
     python bench/bench.py talk.flac --repeat 6 --model /tmp/turbo --devices cuda:0 --fixed-tokens 100
+    python bench/bench.py --devices 'cpu*2' --ray-address 127.0.0.1:6379   # also (e): the same workers as Ray actors
 
 Runs, on the same model and device: (a) faster-whisper's sequential `WhisperModel.transcribe` with its VAD,
 (b) its `BatchedInferencePipeline` (batch 16), (c) this project with one worker, (d) with all workers
-(when there are several). Model loading is outside every timing. The last line is
+(when there are several), and with `--ray-address` (e) as many Ray actors on that cluster. Model loading is outside every timing. The last line is
 `RESULT ours_vs_sequential=<x> ours_vs_batched=<y>`: end-to-end speed ratios of ours (the run with all
 workers) against (a) and (b).
 
@@ -39,6 +40,7 @@ from datatypes import BLOCK_SAMPLES, SAMPLE_RATE, TranscribeOptions  # noqa: E40
 from models import model_label, resolve_model  # noqa: E402
 from parallel_transcriber import ModelSpec, ParallelTranscriber, parse_devices  # noqa: E402
 from pipeline import transcribe_file  # noqa: E402
+from startup import start_pool  # noqa: E402
 from reference_vad import silero_spans, unit_spans  # noqa: E402
 from transcriber import WhisperTranscriber  # noqa: E402
 from vad_splitter import split_audio  # noqa: E402
@@ -187,6 +189,7 @@ def main() -> None:
                         help="leave out (a), which takes minutes on a long file; RESULT then compares with (b) only")
     parser.add_argument("--vad-minutes", type=float, default=10.0,
                         help="compare the VAD with silero-vad's own on this much of the file (theirs is slow)")
+    parser.add_argument("--ray-address", help="also run (e): the workers of (d) as Ray actors on this cluster")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -223,10 +226,14 @@ def main() -> None:
         # One CPU worker already spreads over every core through CTranslate2's threads; this run
         # shows how workers scale when each has one core.
         runs["c1 ours 1 worker 1 thread"] = (devices[:1], 1)
+    if args.ray_address:
+        runs["e ours on Ray"] = (devices, None)
     for name, (worker_devices, threads) in runs.items():
         spec = ModelSpec(model_path, name=model_label(args.model), compute_type=args.compute_type,
                          cpu_threads=threads, engine=engine)
-        with ParallelTranscriber(spec, worker_devices) as pool:
+        # (e): as many single-device actors as (d) has workers, anywhere on the cluster.
+        cluster = (f"{kind}*{len(worker_devices)}", args.ray_address) if name == "e ours on Ray" else None
+        with start_pool(spec, *cluster) if cluster else ParallelTranscriber(spec, worker_devices) as pool:
             transcribe_file(path, pool, blocks=[warm_up])
             results[name] = run_ours(pool, path)
             results[name]["batch_sizes"] = pool.batch_sizes
@@ -262,6 +269,9 @@ def main() -> None:
               f"{results['c1 ours 1 worker 1 thread']['seconds'] / ours:.2f}x; ceiling, {ceiling['processes']} bare "
               f"single-thread processes against 1 on the same units: {ceiling['speedup']:.2f}x "
               f"({ceiling['one_process_s']:.1f} s alone, {ceiling['together_s']:.1f} s together)")
+    if args.ray_address:
+        print(f"Ray's overhead: (e) against (d), the same workers as local processes: "
+              f"{100 * (results['e ours on Ray']['seconds'] / results[ours_name]['seconds'] - 1):+.1f} %")
     if args.json:
         for result in results.values():
             if isinstance(result, dict):

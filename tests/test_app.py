@@ -22,7 +22,8 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     app = start_app(tmp_path_factory.mktemp("app"), WHISPER_DEVICES="cpu*2", WHISPER_BATCH_SIZE="2")
-    assert get_json(app.url + "/health") == {"status": "ok", "models": {"tiny.en (bundled)": 2}}
+    assert get_json(app.url + "/health") == {"status": "ok", "models": {"tiny.en (bundled)": 2},
+                                             "workers": {"tiny.en (bundled)": ["cpu", "cpu"]}}
     pids = worker_pids(app.process.pid)
     assert len(pids) == 2
     yield app

@@ -41,6 +41,7 @@ class FakeWorker:
         self.calls: queue.Queue[Call] = queue.Queue()
         self.restarts = 0
         self.batch_size_after_restart = batch_size_after_restart
+        self.replacement: Future | None = None  # a restart's answer, left to the test when set
 
     def transcribe(self, units, options) -> Future:
         return self._call("transcribe", units, options)
@@ -50,6 +51,8 @@ class FakeWorker:
 
     def restart(self) -> Future:
         self.restarts += 1
+        if self.replacement is not None:
+            return self.replacement
         loaded: Future = Future()
         loaded.set_result(self.batch_size_after_restart)
         return loaded
@@ -298,3 +301,54 @@ def test_a_single_device_job_keeps_to_one_cpu_worker(make_dispatcher):
     dispatcher.send(CloseJob(job))
     run_to_end(fakes, job)
     assert len(job.worker_indexes) == 1
+
+
+def test_a_dead_worker_takes_no_work_until_it_is_back_and_none_if_it_cannot_come_back(make_dispatcher):
+    slow, steady = FakeWorker("node-2 cpu"), FakeWorker("node-1 cpu")
+    slow.replacement = Future()  # a Ray actor whose node is gone waits for room in the cluster
+    dispatcher = make_dispatcher([slow, steady], [1, 1])
+    job = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(job, [unit(index) for index in range(4)]))
+    dispatcher.send(CloseJob(job))
+    on_slow = [slow.next_call(), slow.next_call()]
+    for call in on_slow:
+        call.crash()
+    sent = run_to_end([steady], job)  # the whole job, on the one that is up
+    assert sorted(index for batch in sent for index in batch) == [0, 1, 2, 3] and slow.no_call()
+
+    slow.replacement.set_result(1)  # back: it takes work again
+    again = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(again, [unit(0), unit(1)]))
+    dispatcher.send(CloseJob(again))
+    slow.next_call().answer()
+    steady.next_call().answer()
+    assert again.wait(5)
+
+    slow.replacement = Future()
+    slow.replacement.set_exception(RuntimeError("no more restarts"))
+    steady.replacement = slow.replacement
+    last = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(last, [unit(0), unit(1)]))
+    dispatcher.send(CloseJob(last))
+    slow.next_call().crash()
+    steady.next_call().crash()
+    with pytest.raises(JobFailed, match="no worker is left to run it"):
+        last.segments()
+    with pytest.raises(JobFailed, match="no worker is left to run it"):
+        dispatcher.open_job(ENGLISH, all_workers=True).segments()
+
+
+def test_a_worker_that_joins_serves_the_jobs_already_open(make_dispatcher):
+    first, joining = FakeWorker("node-1 cpu"), FakeWorker("node-3 cpu")
+    dispatcher = make_dispatcher([first], [1])
+    job = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(job, [unit(index) for index in range(4)]))
+    held = [first.next_call(), first.next_call()]  # the first worker is full
+    dispatcher.add_worker(joining, 1)
+    dispatcher.send(CloseJob(job))
+    joined = joining.next_call()
+    for call in [*held, joined]:
+        call.answer()
+    run_to_end([first, joining], job)
+    assert len(job.segments()) == 4 and len(dispatcher.batch_sizes) == 2
+    assert {device for device, *_ in job.batch_times} == {"node-1 cpu", "node-3 cpu"}

@@ -11,6 +11,7 @@ from helpers import ROOT
 from parallel_transcriber import ParallelTranscriber
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+APPS = ["app", "app-cpu", "app-cluster"]  # the services that run the web app
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
@@ -18,9 +19,10 @@ def dockerfile_env() -> dict[str, str]:
     return dict(re.findall(r"\b([A-Z_]+)=(\S+)", " ".join(re.findall(r"^ENV (.*?)(?=^\S)", DOCKERFILE, re.S | re.M))))
 
 
-def test_gpu_service_reserves_every_nvidia_gpu():
-    devices = COMPOSE["services"]["app"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": "${WHISPER_GPU_COUNT:-all}", "capabilities": ["gpu"]}]
+def test_gpu_services_reserve_every_nvidia_gpu():
+    for service in ("app", "app-cluster", "ray-worker"):
+        devices = COMPOSE["services"][service]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": "${WHISPER_GPU_COUNT:-all}", "capabilities": ["gpu"]}]
     assert "deploy" not in COMPOSE["services"]["app-cpu"] and COMPOSE["services"]["app-cpu"]["profiles"] == ["cpu"]
 
 
@@ -29,26 +31,30 @@ def test_volumes_hold_the_model_cache_and_results():
     for service in COMPOSE["services"].values():
         assert set(service["volumes"]) == {f"models:{env['HF_HOME']}", f"results:{env['WHISPER_RESULTS_DIR']}"}
         assert service["shm_size"] and service["restart"] == "unless-stopped"
-        assert service["ports"] == ["${WHISPER_PORT:-7860}:7860"]
+        # A cluster's nodes use their machine's network (Ray's many ports); the others publish one.
+        assert service.get("network_mode") == "host" or service["ports"] == ["${WHISPER_PORT:-7860}:7860"]
     assert set(COMPOSE["volumes"]) == {"models", "results"}
 
 
 def test_docker_stop_waits_longer_than_the_drain():
     default_drain = web.parse_settings([]).drain_seconds
-    for service in COMPOSE["services"].values():
+    for name, service in COMPOSE["services"].items():
         grace = service["stop_grace_period"]
         assert re.fullmatch(r"\d+s", grace) and int(grace[:-1]) > default_drain
-        assert service["environment"]["WHISPER_DRAIN_SECONDS"] == f"${{WHISPER_DRAIN_SECONDS:-{default_drain:.0f}}}"
+        if name in APPS:
+            assert service["environment"]["WHISPER_DRAIN_SECONDS"] == f"${{WHISPER_DRAIN_SECONDS:-{default_drain:.0f}}}"
 
 
 def test_health_checks_point_at_a_route_that_answers(model_spec, tmp_path):
-    assert COMPOSE["services"]["app"]["healthcheck"]["test"] == ["CMD", "curl", "-fsS", "http://127.0.0.1:7860/health"]
+    for service in ("app", "app-cluster"):
+        assert COMPOSE["services"][service]["healthcheck"]["test"] == ["CMD", "curl", "-fsS", "http://127.0.0.1:7860/health"]
     assert 'CMD ["curl", "-fsS", "http://127.0.0.1:7860/health"]' in DOCKERFILE
     settings = web.parse_settings(["--devices", "cpu", "--results-dir", str(tmp_path)])
     with ParallelTranscriber(model_spec, ["cpu"]) as pool:
         client = TestClient(web.create_app({"tiny.en": pool}, settings))
         response = client.get("/health")
-    assert response.status_code == 200 and response.json() == {"status": "ok", "models": {"tiny.en": 1}}
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "models": {"tiny.en": 1}, "workers": {"tiny.en": ["cpu"]}}
 
 
 SETTING_OF = {
@@ -62,13 +68,14 @@ SETTING_OF = {
     "WHISPER_KEEP_HOURS": ("keep_hours", "6", 6.0),
     "WHISPER_DRAIN_SECONDS": ("drain_seconds", "120", 120.0),
     "WHISPER_API_KEY": ("api_key", "sk-local", "sk-local"),
+    "WHISPER_RAY_ADDRESS": ("ray_address", "auto", "auto"),
     "WHISPER_RESULTS_DIR": ("results_dir", "/data/results", None),
     "WHISPER_HOST": ("host", "0.0.0.0", "0.0.0.0"),
     "WHISPER_PORT": ("port", "7860", 7860),
 }
 
 
-@pytest.mark.parametrize("service", ["app", "app-cpu"])
+@pytest.mark.parametrize("service", APPS)
 def test_every_environment_name_is_read_by_the_app(service, monkeypatch):
     names = set(COMPOSE["services"][service]["environment"]) | {n for n in dockerfile_env() if n.startswith("WHISPER_")}
     assert names <= set(SETTING_OF), names - set(SETTING_OF)
@@ -103,3 +110,14 @@ def test_ci_builds_runs_and_transcribes_through_the_image():
     assert "bash .ci/image" in (ROOT / ".ci" / "run").read_text()
     image = (ROOT / ".ci" / "image").read_text()
     assert "podman build" in image and "-t \"$IMAGE\" ." in image and "tests/data/jfk.flac" in image
+
+
+def test_a_cluster_is_a_ray_head_with_the_app_and_workers_that_join_it():
+    head, worker = COMPOSE["services"]["app-cluster"], COMPOSE["services"]["ray-worker"]
+    assert head["profiles"] == ["cluster"] and worker["profiles"] == ["ray-worker"]
+    assert head["network_mode"] == worker["network_mode"] == "host"
+    start_head, start_app = head["command"][2].split(" && ")
+    assert start_head.startswith("ray start --head --port=6379") and start_app == "exec python app.py"
+    assert head["environment"]["WHISPER_RAY_ADDRESS"] == "auto"
+    assert "exec ray start --address=$${WHISPER_RAY_HEAD:?" in worker["command"][2] and "--block" in worker["command"][2]
+    assert re.search(r"^ray==", (ROOT / "requirements.txt").read_text(), re.M)  # the image has the ray command
