@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from audio import AudioError, has_picture
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import Transcript
 from dispatcher import JobCancelled, JobFailed, Progress
-from models import LANGUAGE_CODES, can_translate, model_label, parse_batch_size
+from links import AddressPolicy, LinkError, fetch_media
+from models import LANGUAGE_CODES, can_translate, default_models, parse_batch_size
 from parallel_transcriber import WorkerPool
 from pipeline import transcribe_file
 from serving import JobCounter, LoginBrake, ServerDraining, serve
@@ -46,6 +48,7 @@ log = logging.getLogger("whisper_for_subs")
 # One answer for every path that did not come in through this server's upload route, whether or not
 # something exists there, so that the server's files can be neither read nor probed.
 NOT_UPLOADED = "This file was not uploaded to this page, or its job has ended: upload it again."
+CANCELLED = "Cancelled."
 VAD_THRESHOLD_RANGE = (0.2, 0.8)
 LINE_CHARS_RANGE = (16, 60)
 
@@ -67,6 +70,7 @@ class Settings:
     queue_size: int
     drain_seconds: float  # how long SIGTERM waits for running jobs
     api_key: str | None  # for the OpenAI-compatible API; None: open, unless there is a login
+    allow_private_urls: bool  # links may point to this server's own network (links.py)
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
@@ -91,16 +95,19 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
                         help="on SIGTERM, how long running jobs may take to finish before the server stops")
     parser.add_argument("--api-key", default=env("WHISPER_API_KEY") or None,
                         help="the key the OpenAI-compatible API asks for (Authorization: Bearer KEY)")
+    parser.add_argument("--allow-private-urls", action="store_true", default=env("WHISPER_ALLOW_PRIVATE_URLS") == "1",
+                        help="let links point to loopback, private and link-local addresses (refused by default)")
     args = parser.parse_args(argv)
     if bool(args.username) != bool(args.password):
         parser.error("give both a username and a password, or neither")
-    models = [name.strip() for name in args.model.split(",") if name.strip()] or [model_label(None)]
+    models = [name.strip() for name in args.model.split(",") if name.strip()] or default_models()
     return Settings(
         host=args.host, port=args.port, models=models, devices=args.devices, ray_address=args.ray_address,
         compute_type=args.compute_type,
         batch_size=args.batch_size, max_file_size=args.max_file_size, username=args.username,
         password=args.password, results_dir=Path(args.results_dir).resolve(), keep_hours=args.keep_hours,
         queue_size=args.queue_size, drain_seconds=args.drain_seconds, api_key=args.api_key,
+        allow_private_urls=args.allow_private_urls,
     )
 
 
@@ -125,6 +132,22 @@ def uploaded_path(payload) -> str | None:
     if not gradio_client_utils.is_valid_file(payload.path, MEDIA_FILE_TYPES):
         raise gr.Error(f"{Path(payload.path).name} is not an audio or video file: choose a recording or a film.")
     return payload.path
+
+
+def uploaded_paths(payload) -> list[str]:
+    """The several-files input's preprocessing: each file's path, each checked as `uploaded_path` does."""
+    return [uploaded_path(item) for item in payload.root] if payload is not None else []
+
+
+def uploaded_media_paths(payload) -> list[str]:
+    """The folder input's preprocessing: the paths of the folder's audio and video files (a folder
+    holds other files too: pictures, notes), in name order; gr.Error where it has none."""
+    if payload is None:
+        return []
+    paths = sorted(item.path for item in payload.root if gradio_client_utils.is_valid_file(item.path, MEDIA_FILE_TYPES))
+    if not paths:
+        raise gr.Error("This folder holds no audio or video file.")
+    return paths
 
 
 def devices_info(devices: list[str]) -> tuple[str, str]:
@@ -161,12 +184,17 @@ class SubtitleApp:
         return can_translate(model, self.pools[model].multilingual)
 
     def transcribe(
-        self, upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
-        initial_prompt, hotwords, line_chars, chinese_script, request: gr.Request, progress=gr.Progress(),
+        self, upload, recording, multi_gpu, language, task, model, formats, vad_threshold, initial_prompt,
+        hotwords, line_chars, chinese_script, link=None, files=None, folder=None, request: gr.Request = None,
+        progress=gr.Progress(),
     ):
+        """One upload, recording or link; or several files (or a folder's) as one batch. (The link and
+        the batch come last and may be left out, so that scripts written before them still work.)"""
+        files = (files or []) + (folder or [])
         source = upload or recording
-        if not source:
-            raise gr.Error("Choose an audio or video file, or record something, first.")
+        link = (link or "").strip() if isinstance(link, str) else ""
+        if not source and not link and not files:
+            raise gr.Error("Choose an audio or video file, record something, or paste a link, first.")
         if task == "translate" and not self.translatable(model):
             raise gr.Error(f"The model {model} cannot translate. Choose another model, or Transcribe.")
         vad_threshold = number_in_range("VAD sensitivity", vad_threshold, *VAD_THRESHOLD_RANGE)
@@ -180,12 +208,17 @@ class SubtitleApp:
             raise gr.Error(as_sentence(str(error))) from None
         remove_old_results(self.settings.results_dir, self.settings.keep_hours)
         job_dir = self.settings.results_dir / uuid.uuid4().hex  # a name nobody else can guess
+        settings = (pool, options, multi_gpu, vad_threshold, int(line_chars), chinese_script, request.session_hash)
+        if files and not source and not link:
+            return self._transcribe_batch(files, job_dir, settings, formats, progress)
         try:
             with self.jobs.job():
                 job_dir.mkdir(parents=True)
-                source = self._claim(source, request.session_hash, job_dir)
-                transcript = self._run(source, pool, options, multi_gpu, vad_threshold, int(line_chars),
-                                       chinese_script, request.session_hash, progress)
+                if source:
+                    source = self._claim(source, request.session_hash, job_dir)
+                else:
+                    source = self._download(link, job_dir, progress)
+                transcript = self._run(source, *settings, progress)
         except ServerDraining:
             raise gr.Error("The server is restarting and takes no new jobs: try again in a minute.") from None
         except BaseException:
@@ -207,18 +240,31 @@ class SubtitleApp:
             if path not in self.uploaded or not Path(path).is_file():
                 raise gr.Error(NOT_UPLOADED)
             self.uploaded.discard(path)
-            self._moved[session, path] = Path(shutil.move(path, job_dir / Path(path).name))
+            self._moved[session, path] = Path(shutil.move(path, free_path(job_dir, Path(path).name)))
         remove_if_empty(Path(path).parent)
         return self._moved[session, path]
 
-    def _run(self, source, pool, options, multi_gpu, vad_threshold, line_chars, chinese_script, session, progress):
+    def _download(self, link: str, job_dir: Path, progress: gr.Progress) -> Path:
+        """The link's media, fetched into the job's folder within the upload size limit."""
+        progress(0, desc="Downloading the link")
+        try:
+            return fetch_media(link, job_dir, gradio_utils._parse_file_size(self.settings.max_file_size),
+                               AddressPolicy(allow_private=self.settings.allow_private_urls))
+        except LinkError as error:
+            raise gr.Error(f"This link cannot be used: {as_sentence(str(error))}") from None
+
+    def _run(self, source, pool, options, multi_gpu, vad_threshold, line_chars, chinese_script, session, progress,
+             file_label: str = "") -> Transcript:
+        """Transcribe one file, showing its progress (`file_label`: which file of a batch it is).
+        Raises gr.Error with what went wrong."""
         cancel = self.cancels[session] = threading.Event()
 
         def show(update: Progress) -> None:
             working = ", ".join(update.busy_devices) or "waiting for a worker"
-            progress((round(update.done_s), round(update.total_s)), desc=f"Transcribing on {working}", unit="s of speech")
+            progress((round(update.done_s), round(update.total_s)), desc=f"{file_label}Transcribing on {working}",
+                     unit="s of speech")
 
-        progress(0, desc="Decoding and finding speech")
+        progress(0, desc=f"{file_label}Decoding and finding speech")
         try:
             return transcribe_file(
                 source, pool, options, VadOptions(threshold=vad_threshold), max_line_chars=line_chars,
@@ -227,11 +273,56 @@ class SubtitleApp:
         except AudioError as error:
             raise gr.Error(f"This file cannot be transcribed: {error.args[0].split(': ', 1)[-1]}") from None
         except JobCancelled:
-            raise gr.Error("Cancelled.") from None
+            raise gr.Error(CANCELLED) from None
         except JobFailed as error:
             raise gr.Error(str(error)) from None
         finally:
             self.cancels.pop(session, None)
+
+    def _transcribe_batch(self, files: list[str], job_dir: Path, settings: tuple, formats: list[str], progress):
+        """Several uploads as one batch, one after another on the workers: each file's subtitles, and
+        all of them in one zip named after the batch. A file that fails is reported and the rest go on;
+        Cancel stops the whole batch, as it stops a single file's job (its event is cancelled, so
+        nothing it would return could be shown), and its folder goes."""
+        session = settings[-1]
+        try:
+            with self.jobs.job():
+                job_dir.mkdir(parents=True)
+                # The same recording chosen twice is one upload (Gradio keeps uploads by content): once.
+                sources = list(dict.fromkeys(self._claim(path, session, job_dir) for path in files))
+                written, lines, texts = [], [], []
+                for number, source in enumerate(sources, 1):
+                    label = f"File {number} of {len(sources)} ({source.name}): "
+                    try:
+                        transcript = self._run(source, *settings, progress, file_label=label)
+                    except gr.Error as error:
+                        if error.message == CANCELLED:
+                            raise
+                        lines.append(f"- {source.name}: {error.message}")
+                        continue
+                    written += [write(transcript, job_dir / f"{source.stem}.{fmt}", fmt) for fmt in formats or ["srt"]]
+                    lines.append(f"- {source.name}: {transcript.duration:.1f} s ({transcript.language}), "
+                                 f"{len(transcript.cues)} subtitles, {transcript.realtime_factor:.1f}x realtime")
+                    texts.append(f"== {source.name} ==\n" + "\n".join(c.text.replace("\n", " ") for c in transcript.cues))
+        except ServerDraining:
+            raise gr.Error("The server is restarting and takes no new jobs: try again in a minute.") from None
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        if not written:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise gr.Error("No file of the batch could be transcribed:\n" + "\n".join(lines))
+        archive = job_dir / f"{sources[0].stem} and {len(sources) - 1} more.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for path in written:
+                bundle.write(path, path.name)
+        summary = f"**{len(written) // len(formats or ['srt'])} of {len(sources)} files** transcribed:\n" + "\n".join(lines)
+        return (
+            summary, "\n\n".join(texts), gr.Video(visible=False), gr.Audio(visible=False),
+            *[gr.DownloadButton(visible=False) for _ in FORMATS],
+            gr.DownloadButton(f"Download all ({archive.name})", value=str(archive), visible=True),
+            gr.File(value=[str(path) for path in written], visible=True),
+        )
 
     def _show_result(self, source: Path, job_dir: Path, transcript: Transcript, formats: list[str]):
         stem = source.stem
@@ -257,13 +348,15 @@ class SubtitleApp:
             gr.Video(value=str(source), subtitles=str(player_subtitles), visible=True) if picture else gr.Video(visible=False),
             gr.Audio(value=str(source), subtitles=str(player_subtitles), visible=True) if not picture else gr.Audio(visible=False),
             *downloads,
+            gr.DownloadButton(visible=False),  # the batch's zip and files
+            gr.File(visible=False),
         )
 
     def cancel(self, request: gr.Request) -> str:
         flag = self.cancels.get(request.session_hash)
         if flag is not None:
             flag.set()
-        return "Cancelled."
+        return CANCELLED
 
     def model_changed(self, model: str):
         allowed = self.translatable(model)
@@ -283,6 +376,15 @@ def number_in_range(name: str, value, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
         raise gr.Error(f"{name} must be a number from {low} to {high}, not {value!r}.")
     return float(value)
+
+
+def free_path(folder: Path, name: str) -> Path:
+    """`folder / name`, or `name (2)` and so on where a file of a batch already has that name."""
+    path, number = folder / name, 1
+    while path.exists():
+        number += 1
+        path = folder / f"{Path(name).stem} ({number}){Path(name).suffix}"
+    return path
 
 
 def remove_if_empty(folder: Path) -> None:
@@ -321,6 +423,14 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                 # format=None: the recording is taken as the browser sent it (FFmpeg reads it), not
                 # converted into a second file beside it.
                 recording = gr.Audio(label="Or record", sources=["microphone"], type="filepath", format=None)
+                link = gr.Textbox(label="Or a link", placeholder="https://… a media file, or a video page",
+                                  elem_id="link")
+                files = gr.File(label="Or several files, as one batch", file_count="multiple", type="filepath",
+                                file_types=MEDIA_FILE_TYPES, elem_id="files")
+                files.preprocess = uploaded_paths
+                folder = gr.File(label="Or a folder, as one batch", file_count="directory", type="filepath",
+                                 elem_id="folder")
+                folder.preprocess = uploaded_media_paths
                 multi_gpu = gr.Checkbox(label=multi_label, info=multi_info, value=several, interactive=several,
                                         elem_id="multi-gpu")
                 with gr.Row():
@@ -348,11 +458,15 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                 video = gr.Video(label="Player", visible=False)
                 audio = gr.Audio(label="Player", visible=False)
                 downloads = [gr.DownloadButton(visible=False, elem_id=f"download-{fmt}") for fmt in FORMATS]
+                batch_zip = gr.DownloadButton(visible=False, elem_id="download-zip")
+                batch_files = gr.File(label="Each file's subtitles", file_count="multiple", visible=False,
+                                      interactive=False, elem_id="batch-files")
 
         inputs = [upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
-                  initial_prompt, hotwords, line_chars, chinese_script]
+                  initial_prompt, hotwords, line_chars, chinese_script, link, files, folder]
         show_cancel = run.click(lambda: gr.Button(visible=True), None, stop, api_name=False, queue=False)
-        running = show_cancel.then(handlers.transcribe, inputs, [summary, text, video, audio, *downloads],
+        running = show_cancel.then(handlers.transcribe, inputs,
+                                   [summary, text, video, audio, *downloads, batch_zip, batch_files],
                                    api_name="transcribe", concurrency_id="transcribe")
         running.then(lambda: gr.Button(visible=False), None, stop, api_name=False, queue=False)
         stop.click(handlers.cancel, None, summary, cancels=[running], api_name=False).then(

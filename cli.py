@@ -5,7 +5,10 @@ Exit codes: 0 success, 2 a user error (bad file, bad option, unknown model), 1 a
 
 import argparse
 import logging
+import queue
 import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
@@ -15,6 +18,7 @@ from audio import AudioError, check_media
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import TranscribeOptions
 from dispatcher import JobFailed, Progress
+from links import fetch_media, is_link
 from models import ModelError, parse_batch_size
 from parallel_transcriber import WorkerPool
 from pipeline import transcribe_file
@@ -22,11 +26,14 @@ from startup import check_task, configure_logging, job_options, model_spec, star
 from writers import FORMATS, write
 
 USER_ERROR, INTERNAL_ERROR = 2, 1
+DOWNLOAD_LIMIT_BYTES = 2 * 1024**3  # a link's file at most, as the web app's default upload limit
 
 
 EXAMPLES = """examples:
   python cli.py talk.mp4 -o talk.srt                  one file
+  python cli.py https://example.org/talk.mp3          a link: a media file, or a video page yt-dlp knows
   python cli.py *.mp3 -o subs/ --format vtt           several files into a folder
+  python cli.py *.wav -o subs/ --jobs 4                four files at once on the workers
   python cli.py lecture.mkv --devices cuda:0,cuda:1   two GPUs
   python cli.py meeting.m4a --devices 'cpu*2'         two CPU workers
   python cli.py film.mkv --ray-address 10.0.0.5:6379  every GPU of a Ray cluster
@@ -39,7 +46,10 @@ exit codes: 0 done, 2 a user error (a bad or missing file, a bad option), 1 an i
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Transcribe audio or video files to subtitles.", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="audio or video files")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="audio or video files, or http(s) links to media files or video pages")
+    parser.add_argument("--jobs", type=int, help="files transcribed at once on the workers "
+                        "(default: as many as there are workers, at least 2)")
     parser.add_argument("-o", "--output", help="output file (one input) or folder (default: beside each input)")
     parser.add_argument("-f", "--format", choices=FORMATS, help="default: from OUTPUT's extension, else srt")
     parser.add_argument("--model", help="size name, Hugging Face repo id or local CTranslate2 folder "
@@ -63,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def output_paths(inputs: list[Path], output: str | None, fmt: str | None) -> list[tuple[Path, str]]:
-    """Where each input's subtitles go, and in which format."""
+def output_paths(inputs: list[Path], output: str | None, fmt: str | None, beside: list[Path] | None = None,
+                 names: list | None = None) -> list[tuple[Path, str]]:
+    """Where each input's subtitles go, and in which format: in OUTPUT, else in the input's `beside`
+    folder (by default the input's own folder). `names`: the inputs as the user gave them."""
     if output and len(inputs) == 1 and not Path(output).is_dir():
         suffix = Path(output).suffix.lstrip(".").lower()
         if fmt and suffix in FORMATS and suffix != fmt:
@@ -75,7 +87,13 @@ def output_paths(inputs: list[Path], output: str | None, fmt: str | None) -> lis
     folder = Path(output) if output else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    return [((folder or source.parent) / f"{source.stem}.{chosen}", chosen) for source in inputs]
+    beside = beside or [source.parent for source in inputs]
+    targets = [((folder or near) / f"{source.stem}.{chosen}", chosen) for source, near in zip(inputs, beside)]
+    written: dict[Path, object] = {}
+    for name, (target, _) in zip(names or inputs, targets):
+        if (first := written.setdefault(target.resolve(), name)) is not name:
+            raise ValueError(f"{first} and {name} would both write {target}: rename one, or run them separately")
+    return targets
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,35 +103,64 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.inputs:
         raise ValueError("no input file given")
-    inputs = [Path(name) for name in args.inputs]
-    for source in inputs:  # before any model is loaded
-        check_media(source)
-    targets = output_paths(inputs, args.output, args.format)
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, not {args.jobs}")
     # Checked before any model is loaded.
     options = job_options(spec, args.language, args.task, args.initial_prompt, args.hotwords, args.batch_size)
-    failures = 0
-    with start_pool(spec, args.devices, args.ray_address) as pool:
-        check_task(pool, args.task)
-        for source, (target, fmt) in zip(inputs, targets):
-            try:
-                transcript = _transcribe_with_bar(source, pool, options, args)
-            except (AudioError, JobFailed) as error:
-                print(f"error: {error}", file=sys.stderr)
-                failures += 1
-                continue
-            write(transcript, target, fmt)
-            if not args.quiet:
-                print(f"{source} -> {target} ({len(transcript.cues)} cues, "
-                      f"{transcript.realtime_factor:.1f}x realtime)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="whisper-for-subs-") as downloads:
+        # Links are fetched first too, so that a bad one stops the run before any model loads; their
+        # subtitles go to the current folder (or OUTPUT), not beside the temporary download.
+        inputs = [fetch_media(name, Path(downloads), DOWNLOAD_LIMIT_BYTES) if is_link(name) else Path(name)
+                  for name in args.inputs]
+        for source in inputs:
+            check_media(source)
+        beside = [Path.cwd() if is_link(name) else source.parent for name, source in zip(args.inputs, inputs)]
+        labels = [name if is_link(name) else source for name, source in zip(args.inputs, inputs)]
+        targets = output_paths(inputs, args.output, args.format, beside, labels)
+        with start_pool(spec, args.devices, args.ray_address) as pool:
+            check_task(pool, args.task)
+            jobs = min(args.jobs or max(2, len(pool.devices)), len(inputs))
+            slots = queue.SimpleQueue()  # a bar's line on the terminal, one per job running
+            for slot in range(jobs):
+                slots.put(slot)
+            # Log lines are printed above the bars instead of through them (the root logger prints).
+            with ThreadPoolExecutor(jobs) as running, logging_redirect_tqdm():
+                files = [running.submit(_transcribe_one, source, label, target, pool, options, args, slots)
+                         for source, label, target in zip(inputs, labels, targets)]
+                try:
+                    failures = sum(not file.result() for file in files)
+                except BaseException:  # Ctrl-C, SIGTERM: the files still running stop now, unfinished
+                    for file in files:
+                        file.cancel()
+                    pool.shutdown()
+                    raise
     return USER_ERROR if failures else 0
 
 
+def _transcribe_one(source: Path, label: str | Path, target: tuple[Path, str], pool: WorkerPool,
+                    options: TranscribeOptions, args: argparse.Namespace, slots: queue.SimpleQueue) -> bool:
+    """One file (`label`: as the user named it), its bar on a free line; whether its subtitles were written."""
+    slot = slots.get()
+    try:
+        transcript = _transcribe_with_bar(source, pool, options, args, slot)
+    except (AudioError, JobFailed) as error:
+        tqdm.write(f"error: {error}", file=sys.stderr)
+        return False
+    finally:
+        slots.put(slot)
+    path, fmt = target
+    write(transcript, path, fmt)
+    if not args.quiet:
+        tqdm.write(f"{label} -> {path} ({len(transcript.cues)} cues, {transcript.realtime_factor:.1f}x realtime)",
+                   file=sys.stderr)
+    return True
+
+
 def _transcribe_with_bar(source: Path, pool: WorkerPool, options: TranscribeOptions,
-                         args: argparse.Namespace):
-    bar = tqdm(total=0, unit="s", desc=source.name, disable=args.quiet, file=sys.stderr,
+                         args: argparse.Namespace, line: int = 0):
+    bar = tqdm(total=0, unit="s", desc=source.name, disable=args.quiet, file=sys.stderr, position=line, leave=False,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech")
-    # Log lines are printed above the bar instead of through it (the root logger is the one that prints).
-    with bar, logging_redirect_tqdm():
+    with bar:
 
         def show(progress: Progress) -> None:
             bar.total = round(progress.total_s, 1)

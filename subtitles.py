@@ -4,6 +4,7 @@ The rules follow common broadcast practice: short balanced lines, cues that stay
 but never linger over silence, a gap between cues, and a new cue at each sentence end.
 """
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -14,6 +15,10 @@ CLAUSE_ENDS = (",", ";", ":", "，", "；", "：", "、")
 # A pause this long between two words is a natural place for a new cue; after a comma, a shorter one.
 PAUSE_BREAK_S = 1.0
 CLAUSE_PAUSE_BREAK_S = 0.3
+# Words whose period is no sentence end: titles before names, and short forms read inside a sentence
+# (English, and the commonest German ones), compared without case and without the last period.
+ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr", "vs", "no", "nr", "e.g", "i.e", "z.b", "d.h", "bzw"}
+INITIALS = re.compile(r"(?:[^\W\d_]\.){2,}")  # U.S., U.K., J.R.R.
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,9 @@ def build_cues(segments: list[Segment], options: CueOptions = BROADCAST) -> list
     """Group every word, once and in order, into cues that obey `options`."""
     words = [word for segment in segments for word in segment.words if word.text.strip()]
     groups: list[list[Word]] = []
-    for word in words:
+    for index, word in enumerate(words):
         current = groups[-1] if groups else None
-        if current is None or _starts_new_cue(current, word, options):
+        if current is None or _starts_new_cue(current, word, words[index:], options):
             groups.append([word])
         elif _fits(current + [word], options):
             current.append(word)
@@ -50,15 +55,50 @@ def build_cues(segments: list[Segment], options: CueOptions = BROADCAST) -> list
     return cues
 
 
-def _starts_new_cue(current: list[Word], word: Word, options: CueOptions) -> bool:
+def _starts_new_cue(current: list[Word], word: Word, rest: list[Word], options: CueOptions) -> bool:
+    """Whether `word` (the first of `rest`, the words still to place) opens a new cue after `current`."""
     previous = current[-1]
     pause = word.start - previous.end
-    ending = previous.text.strip()
     return (
-        ending.endswith(SENTENCE_ENDS)
-        or (ending.endswith(CLAUSE_ENDS) and pause >= CLAUSE_PAUSE_BREAK_S)
+        ends_sentence(previous, word)
+        or (previous.text.strip().endswith(CLAUSE_ENDS) and pause >= CLAUSE_PAUSE_BREAK_S
+            and _readable(current, options) and _readable(_rest_of_sentence(rest), options))
         or pause >= PAUSE_BREAK_S
     )
+
+
+def ends_sentence(word: Word, following: Word | None = None) -> bool:
+    """Whether `word` ends a sentence: it ends in a sentence mark, and is not a title ("Dr."), a short
+    form ("e.g.", "U.S."), nor the first half of a number ("3." "5"), nor followed by a word in lower
+    case, with which no sentence starts."""
+    text = word.text.strip()
+    if not text.endswith(SENTENCE_ENDS):
+        return False
+    if text.endswith(".") and not text.endswith(".."):
+        stem = text[:-1].lower()
+        if stem in ABBREVIATIONS or INITIALS.fullmatch(text):
+            return False
+        if following is not None:
+            after = following.text.strip()
+            if (stem.isdigit() and after[:1].isdigit()) or after[:1].islower():
+                return False
+    return True
+
+
+def _readable(words: list[Word], options: CueOptions) -> bool:
+    """Whether `words` can stand as a cue of their own: at least half a line. A clause pause ends a cue
+    only where what comes before and after it can each stand alone, so that a list ("copy, modify,
+    merge, ...") is not cut into one-word cues."""
+    return width(join_words(words, options), options) >= options.max_line_chars / 2
+
+
+def _rest_of_sentence(words: list[Word]) -> list[Word]:
+    """The words up to the next sentence end or long pause."""
+    for index, word in enumerate(words):
+        following = words[index + 1] if index + 1 < len(words) else None
+        if following is None or ends_sentence(word, following) or following.start - word.end >= PAUSE_BREAK_S:
+            return words[: index + 1]
+    return words
 
 
 def width(text: str, options: CueOptions) -> float:

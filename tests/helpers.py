@@ -29,8 +29,10 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python cli.py ARGS`, with tiny.en (the fastest model) unless ARGS name a model."""
+    model = [] if "--model" in args else ["--model", "tiny.en"]
     return subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), *map(str, args)],
+        [sys.executable, str(ROOT / "cli.py"), *map(str, args), *model],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
     )
 
@@ -75,7 +77,8 @@ def start_app(folder: Path, *args: str, **env: str) -> AppServer:
     port = free_port()
     results = folder / "results"
     log = folder / "server.log"
-    environment = dict(os.environ, WHISPER_RESULTS_DIR=str(results), **env)
+    # tiny.en, the fastest model, unless the test names models (the default menu is base and tiny.en).
+    environment = {**os.environ, "WHISPER_RESULTS_DIR": str(results), "WHISPER_MODEL": "tiny.en", **env}
     with open(log, "w") as output:
         process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT,
                                    env=environment, stdout=output, stderr=subprocess.STDOUT)

@@ -33,7 +33,7 @@ def write_model_header(path, variables, version=6):
 
 
 def test_dimensions_of_the_bundled_tiny_model():
-    assert model_dimensions(resolve_model(None)) == ModelDimensions(width=384, heads=6, decoder_layers=4)
+    assert model_dimensions(resolve_model("tiny.en")) == ModelDimensions(width=384, heads=6, decoder_layers=4)
 
 
 def test_dimensions_of_a_large_v3_turbo_header(tmp_path):
@@ -92,6 +92,6 @@ def test_bad_batch_size_settings_are_refused(text):
 def test_workers_sharing_a_device_each_fit_their_share_of_its_memory(tmp_path):
     import models
 
-    alone = models.fitting_batch_size(models.default_model(), "cpu", "int8", 5)
-    halves = [models.fitting_batch_size(models.default_model(), "cpu", "int8", 5, workers) for workers in (2, 1000)]
+    alone = models.fitting_batch_size(models.resolve_model("tiny.en"), "cpu", "int8", 5)
+    halves = [models.fitting_batch_size(models.resolve_model("tiny.en"), "cpu", "int8", 5, workers) for workers in (2, 1000)]
     assert alone >= halves[0] >= halves[1] == 1  # a thousandth of this machine's memory fits one window

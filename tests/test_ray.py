@@ -1,6 +1,7 @@
 """Workers as Ray actors on a real two-node cluster, started here on 127.0.0.1 (each node one CPU)."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -97,18 +98,21 @@ def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(jfk):
 def test_the_cli_on_the_cluster_gives_the_local_pools_subtitles(cluster, three_minutes, tmp_path):
     local = run_cli(three_minutes, "-o", tmp_path / "local.srt", "--devices", "cpu*2")
     assert local.returncode == 0, local.stderr
-    on_ray = run_cli(three_minutes, "-o", tmp_path / "ray.srt", "--devices", "cpu*2", "--ray-address", cluster.address)
+    on_ray = run_cli(three_minutes, "-o", tmp_path / "ray.srt", "--devices", "cpu*2", "--ray-address", cluster.address,
+                     "--verbose")
     assert on_ray.returncode == 0, on_ray.stderr
     assert (tmp_path / "ray.srt").read_bytes() == (tmp_path / "local.srt").read_bytes()
     loads = [line for line in on_ray.stderr.splitlines() if "model loaded" in line]
     assert len(loads) == 2, on_ray.stderr  # one per actor, and none per job or unit
     assert any("[node-1 cpu]" in line for line in loads) and any("[node-2 cpu]" in line for line in loads)
+    units = [line for line in on_ray.stderr.splitlines() if re.search(r"\[node-[12] cpu\] unit \d+ \(\d+\.\d s\)", line)]
+    assert {line.split("[")[1].split("]")[0] for line in units} == {"node-1 cpu", "node-2 cpu"}  # both worked
 
 
 def test_the_app_serves_a_job_lists_its_actors_and_gives_a_joining_node_one(cluster, jfk, tmp_path):
     server = start_app(tmp_path, WHISPER_RAY_ADDRESS=cluster.address)
     try:
-        assert sorted(get_json(server.url + "/health")["workers"]["tiny.en (bundled)"]) == ["node-1 cpu", "node-2 cpu"]
+        assert sorted(get_json(server.url + "/health")["workers"]["tiny.en"]) == ["node-1 cpu", "node-2 cpu"]
         client = Client(server.url + "/", verbose=False, download_files=str(tmp_path))
         _summary, text, *_ = client.predict(upload=handle_file(str(jfk[0])), recording=None, formats=["srt"],
                                             api_name="/transcribe")
@@ -116,10 +120,10 @@ def test_the_app_serves_a_job_lists_its_actors_and_gives_a_joining_node_one(clus
 
         joined = cluster.add_node()  # a third machine: the server gives it an actor, without a restart
         deadline = time.monotonic() + 90
-        while len(get_json(server.url + "/health")["workers"]["tiny.en (bundled)"]) < 3:
+        while len(get_json(server.url + "/health")["workers"]["tiny.en"]) < 3:
             assert time.monotonic() < deadline, server.output()
             time.sleep(1)
-        assert get_json(server.url + "/health")["models"] == {"tiny.en (bundled)": 3}
+        assert get_json(server.url + "/health")["models"] == {"tiny.en": 3}
         _summary, text, *_ = client.predict(upload=handle_file(str(jfk[0])), recording=None, formats=["srt"],
                                             api_name="/transcribe")
         assert word_error_rate(jfk[1], text) <= 0.10

@@ -53,6 +53,41 @@ def test_a_full_cue_breaks_after_a_comma_rather_than_mid_clause():
     assert all(len(line) <= 42 for cue in cues for line in cue.lines)
 
 
+def clause_pauses(text: str, pause_s: float = 0.4) -> list[Word]:
+    """`text` spoken at 0.3 s a word, with a pause after each comma."""
+    words, time = [], 0.0
+    for piece in text.split():
+        words.append(Word(round(time, 3), round(time + 0.3, 3), " " + piece, 0.9))
+        time += 0.3 + (pause_s if piece.endswith(",") else 0.0)
+    return words
+
+
+def test_a_list_is_not_cut_into_one_word_cues():
+    text = "Permission is granted to use, copy, modify, merge, publish, distribute, sublicense, and sell copies."
+    cues = build_cues([segment(clause_pauses(text))])
+    assert all(len(cue.words) >= 3 for cue in cues), [cue.text for cue in cues]
+    assert all(len(line) <= 42 for cue in cues for line in cue.lines)
+
+
+def test_a_short_clause_joins_its_neighbour_and_long_ones_still_break_at_the_pause():
+    text = "Permission is hereby granted, free of charge, to any person obtaining a copy of this software."
+    cues = [cue.text.replace("\n", " ") for cue in build_cues([segment(clause_pauses(text))])]
+    assert cues == ["Permission is hereby granted,", "free of charge, to any person obtaining a copy of this software."]
+
+
+@pytest.mark.parametrize("text, together", [
+    ("The crew were Commander William McCool, Dr. Kalpana Chawla and Ilan Ramon.", "Dr. Kalpana"),
+    ("She met Mrs. Robinson at the station.", "Mrs. Robinson"),
+    ("Prices in the U.S. rose again this year.", "U.S. rose"),
+    ("Bring something warm, e.g. a coat or a scarf.", "e.g. a coat"),
+    ("The version is 3. 5 and it works.", "3. 5"),
+    ("He said wait. then he left the room.", "wait. then"),  # no sentence starts in lower case
+])
+def test_titles_short_forms_and_numbers_are_no_sentence_ends(text, together):
+    cues = [cue.text.replace("\n", " ") for cue in build_cues([segment(timed(text))])]
+    assert any(together in cue for cue in cues), cues
+
+
 def test_a_long_pause_starts_a_new_cue():
     words = timed("hello there", word_s=0.4) + timed("general kenobi", start=3.0, word_s=0.4)
     assert [cue.text for cue in build_cues([segment(words)])] == ["hello there", "general kenobi"]

@@ -1,0 +1,236 @@
+"""Links instead of files: fetch the media of a URL (a media file, or a video page yt-dlp knows) for a job.
+
+A server that fetches URLs for its users could be made to fetch its own network's private services
+(server-side request forgery). So only http and https are fetched, and every address a host name
+resolves to must be public: loopback, private, link-local (which holds the clouds' metadata service
+at 169.254.169.254), shared and reserved addresses are refused, on the first request and on every
+redirect, and the connection goes to the very address that was checked (no second DNS answer).
+`WHISPER_ALLOW_PRIVATE_URLS=1` lifts the address rule, for servers that fetch from their own network.
+"""
+
+import functools
+import http.client
+import ipaddress
+import mimetypes
+import os
+import re
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ALLOW_PRIVATE_ENV = "WHISPER_ALLOW_PRIVATE_URLS"
+TIME_LIMIT_S = 600.0  # for the whole download of one link
+CHUNK_BYTES = 1 << 16
+# Content types of a web page, whose media yt-dlp finds; anything else is taken as the media itself.
+PAGE_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class LinkError(ValueError):
+    """The link cannot be fetched; the message says why, in words for the person who gave it."""
+
+
+def is_link(text: str) -> bool:
+    """Whether an input names a URL rather than a file (any scheme: `file://` must be refused, not opened)."""
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text.strip()))
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses links may reach: public ones only, unless `allow_private`."""
+
+    allow_private: bool = False
+
+    @classmethod
+    def from_environment(cls) -> "AddressPolicy":
+        return cls(allow_private=os.environ.get(ALLOW_PRIVATE_ENV) == "1")
+
+    def allowed(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.version == 6 and ip.ipv4_mapped:  # ::ffff:10.0.0.1 is 10.0.0.1
+            ip = ip.ipv4_mapped
+        return self.allow_private or (ip.is_global and not ip.is_multicast)
+
+    def address_of(self, host: str, port: int) -> str:
+        """The address to connect to for `host`, once every address it resolves to is allowed."""
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            raise LinkError(f"{host}: no such host") from None
+        addresses = [info[4][0] for info in found]
+        refused = [address for address in addresses if not self.allowed(address)]
+        if refused:
+            raise LinkError(f"{host} is a private, local or metadata address ({refused[0]}): links must point to "
+                            f"the public internet (a server that fetches from its own network sets {ALLOW_PRIVATE_ENV}=1)")
+        return addresses[0]
+
+
+def check_link(url: str, policy: AddressPolicy) -> None:
+    """Raise LinkError for a URL that is not http(s), or whose host is not allowed."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise LinkError(f"only http and https links are fetched, not {parts.scheme or 'this'}: {url}")
+    if not parts.hostname:
+        raise LinkError(f"the link names no host: {url}")
+    policy.address_of(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
+
+def fetch_media(url: str, folder: Path, max_bytes: int, policy: AddressPolicy | None = None,
+                time_limit_s: float = TIME_LIMIT_S) -> Path:
+    """Download the media of `url` into `folder`: the file itself, or, for a web page, its audio (or
+    its video where it has no audio alone) as yt-dlp finds it. Returns the file's path. Raises
+    LinkError with the reason (refused, not found, too big, too slow, no media)."""
+    policy = policy or AddressPolicy.from_environment()
+    check_link(url, policy)
+    deadline = _Deadline(time.monotonic() + time_limit_s, time_limit_s)
+    opener = _checked_opener(policy)
+    with _open(opener, url, {}, deadline) as response:
+        if response.headers.get_content_type() not in PAGE_TYPES:
+            return _save(response, folder, _file_name(response), max_bytes, deadline)
+    media_url, headers, name = _media_of_page(url, policy)
+    with _open(opener, media_url, headers, deadline) as response:
+        return _save(response, folder, name, max_bytes, deadline)
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    at: float  # time.monotonic() by which the download must be done
+    seconds: float  # the time limit that stands for, for the message
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+
+def _open(opener: urllib.request.OpenerDirector, url: str, headers: dict, deadline: _Deadline):
+    request = urllib.request.Request(url, headers={"User-Agent": "whisper-for-subs", **headers})
+    try:
+        return opener.open(request, timeout=max(deadline.left(), 1.0))
+    except urllib.error.HTTPError as error:
+        raise LinkError(f"the server answered {error.code} {error.reason} for {url}") from None
+    except urllib.error.URLError as error:
+        raise LinkError(f"could not fetch {url}: {error.reason}") from None
+    except (OSError, http.client.HTTPException) as error:
+        raise LinkError(f"could not fetch {url}: {error}") from None
+
+
+def _save(response, folder: Path, name: str, max_bytes: int, deadline: _Deadline) -> Path:
+    """Write the response's body to `folder / name`, within `max_bytes` and before `deadline`."""
+    declared = int(response.headers.get("Content-Length") or 0)
+    if declared > max_bytes:
+        raise LinkError(f"the file is {declared / 1e6:.3g} MB, more than the limit of {max_bytes / 1e6:.3g} MB")
+    path = folder / name
+    received = 0
+    try:
+        with open(path, "wb") as file:
+            while chunk := response.read(CHUNK_BYTES):
+                received += len(chunk)
+                if received > max_bytes:
+                    raise LinkError(f"the file is more than the limit of {max_bytes / 1e6:.3g} MB")
+                if deadline.left() < 0:
+                    raise LinkError(f"the download took longer than the {deadline.seconds:g} s allowed")
+                file.write(chunk)
+    except (OSError, http.client.HTTPException) as error:
+        path.unlink(missing_ok=True)
+        raise LinkError(f"the download broke off: {error}") from None
+    except LinkError:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _file_name(response) -> str:
+    """A safe local name: the URL's last path part, with an extension from the content type if it has none."""
+    name = _safe_name(Path(urllib.parse.unquote(urllib.parse.urlsplit(response.url).path)).name)
+    if not Path(name).suffix:
+        name += mimetypes.guess_extension(response.headers.get_content_type()) or ""
+    return name
+
+
+def _safe_name(name: str) -> str:
+    stem, suffix = os.path.splitext(re.sub(r"[^\w.\-() ]", "_", name).strip(" ._"))
+    return (stem[:100] or "download") + suffix[:10]
+
+
+def _media_of_page(url: str, policy: AddressPolicy) -> tuple[str, dict, str]:
+    """The URL (and headers) of a page's media as yt-dlp finds it: its best audio alone where the site
+    offers one, over plain http(s) (no streaming playlists), and a local name for it."""
+    from yt_dlp import YoutubeDL  # only for pages
+    from yt_dlp.utils import YoutubeDLError
+
+    class CheckedYoutubeDL(YoutubeDL):
+        def urlopen(self, request):
+            # Each request yt-dlp makes for the page, and where its redirects ended, must be allowed.
+            check_link(request if isinstance(request, str) else request.url, policy)
+            response = super().urlopen(request)
+            check_link(response.url, policy)
+            return response
+
+    options = {"quiet": True, "no_warnings": True, "noplaylist": True, "socket_timeout": 30, "proxy": "",
+               "format": "bestaudio[protocol^=http]/best[protocol^=http]"}
+    try:
+        with CheckedYoutubeDL(options) as downloader:
+            info = downloader.extract_info(url, download=False)
+    except YoutubeDLError as error:
+        cause = error.exc_info[1] if getattr(error, "exc_info", None) else None
+        if isinstance(cause, LinkError):
+            raise cause from None
+        raise LinkError(f"no audio or video found at {url}") from None
+    if info.get("entries") is not None:
+        raise LinkError(f"{url} is a playlist: give the link of one video")
+    check_link(info["url"], policy)
+    name = _safe_name(f"{info.get('title') or 'download'}.{info.get('ext') or 'media'}")
+    return info["url"], dict(info.get("http_headers") or {}), name
+
+
+class _CheckedConnection:
+    """Connects to the address the policy checked for the host, not to a second DNS answer."""
+
+    def __init__(self, *args, policy: AddressPolicy, **kwargs):
+        self.policy = policy
+        super().__init__(*args, **kwargs)
+
+    def _checked_socket(self) -> socket.socket:
+        return socket.create_connection((self.policy.address_of(self.host, self.port), self.port), self.timeout)
+
+
+class _CheckedHTTPConnection(_CheckedConnection, http.client.HTTPConnection):
+    def connect(self) -> None:
+        self.sock = self._checked_socket()
+
+
+class _CheckedHTTPSConnection(_CheckedConnection, http.client.HTTPSConnection):
+    def connect(self) -> None:
+        self.sock = self._context.wrap_socket(self._checked_socket(), server_hostname=self.host)
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, policy: AddressPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def http_open(self, request):
+        return self.do_open(functools.partial(_CheckedHTTPConnection, policy=self.policy), request)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, policy: AddressPolicy):
+        super().__init__(context=ssl.create_default_context())
+        self.policy = policy
+
+    def https_open(self, request):
+        return self.do_open(functools.partial(_CheckedHTTPSConnection, policy=self.policy), request,
+                            context=self._context)
+
+
+def _checked_opener(policy: AddressPolicy) -> urllib.request.OpenerDirector:
+    """http and https only (no file, ftp or data handlers), no proxy, redirects followed and each of
+    their hosts checked when connecting."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (_CheckedHTTPHandler(policy), _CheckedHTTPSHandler(policy), urllib.request.HTTPRedirectHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener

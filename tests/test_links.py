@@ -1,0 +1,165 @@
+"""Links instead of files, against real HTTP servers on 127.0.0.1 and 127.0.0.2: direct media, a page with a
+video (yt-dlp), and every refusal (scheme, private addresses on the first request and on redirects,
+size, missing files), through the command line and the page's API."""
+
+import functools
+import http.server
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from conftest import make_media
+from helpers import get_json, run_cli, start_app, word_error_rate
+from links import AddressPolicy, LinkError, fetch_media
+
+PAGE = """<!DOCTYPE html><html><head><title>Ask not</title></head>
+<body><h1>An inaugural address</h1><video controls src="jfk.mp4"></video></body></html>"""
+
+
+class Site:
+    """A folder served over HTTP on one loopback address, which records the paths asked for."""
+
+    def __init__(self, folder: Path, host: str):
+        self.requests: list[str] = []
+        site = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                site.requests.append(self.path)
+                if self.path == "/slow.flac":  # a megabyte, a little at a time
+                    self.send_response(200)
+                    self.send_header("Content-Type", "audio/flac")
+                    self.send_header("Content-Length", str(10**6))
+                    self.end_headers()
+                    for _ in range(100):
+                        self.wfile.write(b"\0" * 10_000)
+                        time.sleep(0.05)
+                    return
+                if self.path.startswith("/redirect?to="):
+                    self.send_response(302)
+                    self.send_header("Location", self.path.split("=", 1)[1])
+                    self.end_headers()
+                    return
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), functools.partial(Handler, directory=str(folder)))
+        self.url = f"http://{host}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, jfk, ffmpeg):
+    folder = tmp_path_factory.mktemp("site")
+    shutil.copy(jfk[0], folder / "jfk.flac")
+    make_media(ffmpeg, "-f", "lavfi", "-i", "color=c=blue:s=160x120:d=11", "-i", str(jfk[0]), "-shortest",
+               "-c:v", "libx264", "-c:a", "aac", str(folder / "jfk.mp4"))
+    (folder / "page.html").write_text(PAGE)
+    first, second = Site(folder, "127.0.0.1"), Site(folder, "127.0.0.2")
+    yield first, second
+    first.close()
+    second.close()
+
+
+class OnlyFirstSite(AddressPolicy):
+    """127.0.0.1 stands for the public internet here, 127.0.0.2 for the server's private network."""
+
+    def allowed(self, address: str) -> bool:
+        return address == "127.0.0.1"
+
+
+def test_a_media_link_and_a_page_with_a_video_are_transcribed_by_the_cli(site, jfk, tmp_path):
+    first, _ = site
+    result = run_cli(f"{first.url}/jfk.flac", f"{first.url}/page.html", "-o", tmp_path, "--jobs", "2",
+                     env={"WHISPER_ALLOW_PRIVATE_URLS": "1"})
+    assert result.returncode == 0, result.stderr
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == ["Ask not (1).srt", "jfk.srt"]  # named after the file, and after the page (as yt-dlp titles it)
+    for name in written:
+        text = " ".join(line for line in (tmp_path / name).read_text().splitlines() if line and not line[0].isdigit())
+        assert word_error_rate(jfk[1], text) <= 0.10
+    assert f"{first.url}/jfk.flac -> {tmp_path / 'jfk.srt'}" in result.stderr
+
+
+@pytest.mark.parametrize("link, message", [
+    ("file:///etc/passwd", "only http and https links are fetched, not file"),
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a private, local or metadata address"),
+    ("http://127.0.0.1:{port}/jfk.flac", "127.0.0.1 is a private, local or metadata address"),
+    ("http://localhost:{port}/page.html", "localhost is a private, local or metadata address"),
+])
+def test_without_the_flag_private_links_and_other_schemes_are_refused_before_any_model_loads(site, link, message):
+    first, _ = site
+    asked = len(first.requests)
+    result = run_cli(link.format(port=first.url.rsplit(":", 1)[1]), timeout=60)
+    assert result.returncode == 2 and message in result.stderr and "model loaded" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert len(first.requests) == asked  # refused before connecting
+
+
+def test_every_redirect_is_checked_before_connecting(site, tmp_path):
+    first, second = site
+    with pytest.raises(LinkError, match=r"127\.0\.0\.2 is a private, local or metadata address"):
+        fetch_media(f"{first.url}/redirect?to={second.url}/jfk.flac", tmp_path, 10**8, OnlyFirstSite())
+    assert second.requests == [] and list(tmp_path.iterdir()) == []
+    # A page whose video lies on the private side is refused the same way.
+    (tmp_path / "site").mkdir()
+    with pytest.raises(LinkError, match=r"127\.0\.0\.2 is a private"):
+        fetch_media(f"{first.url}/redirect?to={second.url}/page.html", tmp_path / "site", 10**8, OnlyFirstSite())
+    assert second.requests == []
+
+
+def test_missing_files_and_files_over_the_cap_are_refused_and_leave_nothing(site, tmp_path):
+    first, _ = site
+    allowed = AddressPolicy(allow_private=True)
+    with pytest.raises(LinkError, match="the server answered 404"):
+        fetch_media(f"{first.url}/missing.flac", tmp_path, 10**8, allowed)
+    size = (Path(first.server.RequestHandlerClass.keywords["directory"]) / "jfk.flac").stat().st_size
+    with pytest.raises(LinkError, match="more than the limit of 0.1 MB"):
+        fetch_media(f"{first.url}/jfk.flac", tmp_path, 100_000, allowed)
+    assert size > 100_000 and list(tmp_path.iterdir()) == []
+    assert fetch_media(f"{first.url}/jfk.flac", tmp_path, size, allowed).stat().st_size == size
+    with pytest.raises(LinkError, match="the download took longer than the 1 s allowed"):
+        fetch_media(f"{first.url}/slow.flac", tmp_path, 10**8, allowed, time_limit_s=1)
+    assert not (tmp_path / "slow.flac").exists()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """The app as shipped (private links refused) and one that fetches from its own network."""
+    strict = start_app(tmp_path_factory.mktemp("strict"), WHISPER_DEVICES="cpu")
+    lenient = start_app(tmp_path_factory.mktemp("lenient"), WHISPER_DEVICES="cpu", WHISPER_ALLOW_PRIVATE_URLS="1",
+                        WHISPER_MAX_FILE_SIZE="1mb")
+    yield strict, lenient
+    strict.stop()
+    lenient.stop()
+
+
+def test_the_page_takes_a_link_and_refuses_what_it_must(servers, site, jfk, tmp_path):
+    strict, lenient = servers
+    first, _ = site
+    client = Client(lenient.url + "/", verbose=False, download_files=str(tmp_path))
+    summary, text, *_ = client.predict(upload=None, recording=None, link=f"{first.url}/page.html",
+                                       formats=["srt"], api_name="/transcribe")
+    assert "realtime" in summary and word_error_rate(jfk[1], text) <= 0.10
+    with pytest.raises(Exception, match="more than the limit of 1.05 MB"):  # WHISPER_MAX_FILE_SIZE applies
+        client.predict(upload=None, recording=None, link=f"{first.url}/jfk.flac", formats=["srt"],
+                       api_name="/transcribe")
+
+    client = Client(strict.url + "/", verbose=False, download_files=str(tmp_path))
+    for link, message in [(f"{first.url}/jfk.flac", "127.0.0.1 is a private, local or metadata address"),
+                          ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a private"),
+                          ("file:///etc/passwd", "Only http and https links are fetched")]:
+        with pytest.raises(Exception, match=message):
+            client.predict(upload=None, recording=None, link=link, formats=["srt"], api_name="/transcribe")
+    assert get_json(strict.url + "/health")["status"] == "ok"
+    assert not any(path.is_dir() for path in strict.results.iterdir())  # no job folder stayed behind
