@@ -46,6 +46,7 @@ class ApiSettings:
     waiting_jobs: int
     api_key: str | None  # None: no key is asked for
     login: bool  # the page has a login: then the API needs a key
+    multilingual: bool = False  # a request that names no language: each part's language detected
 
 
 class ApiError(Exception):
@@ -146,9 +147,10 @@ class OpenAIApi:
             raise ApiError(400, as_sentence(str(error)), param="model") from None
         language = form.get("language") or "auto"
         try:
-            options = job_options(pool.spec, language, task, form.get("prompt"), batch_size=self.settings.batch_size)
+            options = job_options(pool.spec, language, task, form.get("prompt"), batch_size=self.settings.batch_size,
+                                  multilingual=self.settings.multilingual and language == "auto" and pool.multilingual)
         except ValueError as error:  # an unknown language, or a prompt too long
-            raise ApiError(400, as_sentence(str(error)), param="language" if repr(language) in str(error) else "prompt") from None
+            raise ApiError(400, as_sentence(str(error)), param="prompt" if "prompt" in str(error) else "language") from None
         return {"pool": pool, "options": options, "format": response_format, "words": "word" in granularities, "task": task}
 
     async def _save(self, upload, job_dir: Path) -> Path:

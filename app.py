@@ -13,6 +13,7 @@ the downloads are served from where they lie and nothing of a job is left anywhe
 import argparse
 import logging
 import math
+import re
 import os
 import shutil
 import threading
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import pycountry
 from gradio import utils as gradio_utils
 from gradio_client import utils as gradio_client_utils
 from fastapi import FastAPI
@@ -71,6 +73,7 @@ class Settings:
     drain_seconds: float  # how long SIGTERM waits for running jobs
     api_key: str | None  # for the OpenAI-compatible API; None: open, unless there is a login
     allow_private_urls: bool  # links may point to this server's own network (links.py)
+    multilingual: bool  # recordings change language: "Several languages" ticked, and the API's default
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
@@ -97,6 +100,8 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
                         help="the key the OpenAI-compatible API asks for (Authorization: Bearer KEY)")
     parser.add_argument("--allow-private-urls", action="store_true", default=env("WHISPER_ALLOW_PRIVATE_URLS") == "1",
                         help="let links point to loopback, private and link-local addresses (refused by default)")
+    parser.add_argument("--multilingual", action="store_true", default=env("WHISPER_MULTILINGUAL") == "1",
+                        help="detect each part's language: tick Several languages, and for API requests that name none")
     args = parser.parse_args(argv)
     if bool(args.username) != bool(args.password):
         parser.error("give both a username and a password, or neither")
@@ -107,7 +112,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         batch_size=args.batch_size, max_file_size=args.max_file_size, username=args.username,
         password=args.password, results_dir=Path(args.results_dir).resolve(), keep_hours=args.keep_hours,
         queue_size=args.queue_size, drain_seconds=args.drain_seconds, api_key=args.api_key,
-        allow_private_urls=args.allow_private_urls,
+        allow_private_urls=args.allow_private_urls, multilingual=args.multilingual,
     )
 
 
@@ -150,6 +155,32 @@ def uploaded_media_paths(payload) -> list[str]:
     return paths
 
 
+# The languages people subtitle most, first in the menu; the others follow by name.
+MOST_USED_LANGUAGES = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru", "ko", "it", "ar", "hi")
+
+
+def language_name(code: str) -> str:
+    """A language's English name from ISO 639 (pycountry), without qualifiers such as "(macrolanguage)"."""
+    if code == "jw":  # Whisper's code for Javanese; ISO 639-1 says jv
+        code = "jv"
+    found = pycountry.languages.get(**{"alpha_2" if len(code) == 2 else "alpha_3": code})
+    name = getattr(found, "common_name", None) or getattr(found, "name", code)
+    return re.sub(r" \(.*\)$", "", name)
+
+
+def language_choices() -> list[tuple[str, str]]:
+    """The language menu: (shown, value) pairs such as ("Chinese – zh", "zh"), the most used first."""
+    rest = sorted((code for code in LANGUAGE_CODES if code not in MOST_USED_LANGUAGES), key=language_name)
+    return [("Detect it", "auto")] + [(f"{language_name(code)} – {code}", code) for code in (*MOST_USED_LANGUAGES, *rest)]
+
+
+def language_state(english_only: bool, model: str, value: str = "auto") -> dict:
+    """The language menu's state for `model`: fixed to English, saying why, for an English-only model."""
+    if english_only:
+        return {"value": "en", "interactive": False, "info": f"{model} knows only English"}
+    return {"value": value, "interactive": True, "info": None}
+
+
 def devices_info(devices: list[str]) -> tuple[str, str]:
     """The Multi-GPU checkbox's label and what it says it does, with the devices' names."""
     if " " in devices[0]:  # Ray actors, named after their node: "node-2 cuda:1"
@@ -183,10 +214,13 @@ class SubtitleApp:
     def translatable(self, model: str) -> bool:
         return can_translate(model, self.pools[model].multilingual)
 
+    def english_only(self, model: str) -> bool:
+        return not self.pools[model].multilingual
+
     def transcribe(
         self, upload, recording, multi_gpu, language, task, model, formats, vad_threshold, initial_prompt,
-        hotwords, line_chars, chinese_script, link=None, files=None, folder=None, request: gr.Request = None,
-        progress=gr.Progress(),
+        hotwords, line_chars, chinese_script, link=None, files=None, folder=None, several_languages=False,
+        request: gr.Request = None, progress=gr.Progress(),
     ):
         """One upload, recording or link; or several files (or a folder's) as one batch. (The link and
         the batch come last and may be left out, so that scripts written before them still work.)"""
@@ -203,7 +237,8 @@ class SubtitleApp:
             raise gr.Error(f"Characters per line must be a whole number, not {line_chars}.")
         pool = self.pools[model]
         try:
-            options = job_options(pool.spec, language, task, initial_prompt, hotwords, self.settings.batch_size)
+            options = job_options(pool.spec, language, task, initial_prompt, hotwords, self.settings.batch_size,
+                                  bool(several_languages))
         except ValueError as error:
             raise gr.Error(as_sentence(str(error))) from None
         remove_old_results(self.settings.results_dir, self.settings.keep_hours)
@@ -358,10 +393,10 @@ class SubtitleApp:
             flag.set()
         return CANCELLED
 
-    def model_changed(self, model: str):
+    def model_changed(self, model: str, language: str):
         allowed = self.translatable(model)
-        return gr.Radio(interactive=allowed, value="transcribe",
-                        info=None if allowed else f"{model} cannot translate")
+        task = gr.Radio(interactive=allowed, value="transcribe", info=None if allowed else f"{model} cannot translate")
+        return task, gr.Dropdown(**language_state(self.english_only(model), model, language))
 
     def remove_unused_uploads(self) -> None:
         """Delete what was uploaded but never transcribed (at shutdown)."""
@@ -410,7 +445,6 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
     devices = pools[default_model].devices
     several = len(devices) > 1 and not (devices[0].startswith("cuda") and len(set(devices)) == 1)  # not one GPU's workers
     multi_label, multi_info = devices_info(devices)
-    languages = ["auto", *LANGUAGE_CODES]
     # No delete_cache: Gradio would delete every result at each restart. Results and unused uploads
     # expire by WHISPER_KEEP_HOURS instead (remove_old_results), and unused uploads go at shutdown.
     with gr.Blocks(title="whisper-for-subs") as demo:
@@ -433,8 +467,12 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                 folder.preprocess = uploaded_media_paths
                 multi_gpu = gr.Checkbox(label=multi_label, info=multi_info, value=several, interactive=several,
                                         elem_id="multi-gpu")
+                several_languages = gr.Checkbox(label="Several languages", value=handlers.settings.multilingual,
+                                                info="The recording changes language: each part keeps its own.",
+                                                elem_id="several-languages")
                 with gr.Row():
-                    language = gr.Dropdown(languages, value="auto", label="Language")
+                    language = gr.Dropdown(language_choices(), label="Language", elem_id="language",
+                                           **language_state(handlers.english_only(default_model), default_model))
                     model = gr.Dropdown(list(pools), value=default_model, label="Model")
                 allowed = handlers.translatable(default_model)
                 task = gr.Radio(["transcribe", "translate"], value="transcribe", label="Task", interactive=allowed,
@@ -463,7 +501,7 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                                       interactive=False, elem_id="batch-files")
 
         inputs = [upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
-                  initial_prompt, hotwords, line_chars, chinese_script, link, files, folder]
+                  initial_prompt, hotwords, line_chars, chinese_script, link, files, folder, several_languages]
         show_cancel = run.click(lambda: gr.Button(visible=True), None, stop, api_name=False, queue=False)
         running = show_cancel.then(handlers.transcribe, inputs,
                                    [summary, text, video, audio, *downloads, batch_zip, batch_files],
@@ -471,7 +509,7 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
         running.then(lambda: gr.Button(visible=False), None, stop, api_name=False, queue=False)
         stop.click(handlers.cancel, None, summary, cancels=[running], api_name=False).then(
             lambda: gr.Button(visible=False), None, stop, api_name=False, queue=False)
-        model.change(handlers.model_changed, model, task, api_name=False)
+        model.change(handlers.model_changed, [model, language], [task, language], api_name=False)
     return demo
 
 
@@ -509,7 +547,7 @@ def create_app(pools: dict[str, WorkerPool], settings: Settings) -> FastAPI:
         # Gradio's own parser of the size setting, so that both doors read it the same way.
         results_dir=settings.results_dir, max_file_bytes=gradio_utils._parse_file_size(settings.max_file_size),
         batch_size=settings.batch_size, running_jobs=2 * workers, waiting_jobs=settings.queue_size,
-        api_key=settings.api_key, login=login is not None,
+        api_key=settings.api_key, login=login is not None, multilingual=settings.multilingual,
     ))
     server.include_router(api.router())
     app = gr.mount_gradio_app(

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--devices is then auto (every GPU of the cluster), cpu*N or cuda*N")
     parser.add_argument("--compute-type", help="default: float16 on GPU, int8 on CPU")
     parser.add_argument("--language", default="auto", help="language code, or auto to detect it")
+    parser.add_argument("--multilingual", action="store_true",
+                        help="the recording changes language: detect each part's language (a multilingual model)")
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     parser.add_argument("--initial-prompt")
     parser.add_argument("--hotwords")
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, not {args.jobs}")
     # Checked before any model is loaded.
-    options = job_options(spec, args.language, args.task, args.initial_prompt, args.hotwords, args.batch_size)
+    options = job_options(spec, args.language, args.task, args.initial_prompt, args.hotwords, args.batch_size,
+                          args.multilingual)
     with tempfile.TemporaryDirectory(prefix="whisper-for-subs-") as downloads:
         # Links are fetched first too, so that a bad one stops the run before any model loads; their
         # subtitles go to the current folder (or OUTPUT), not beside the temporary download.

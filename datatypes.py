@@ -21,6 +21,7 @@ JOINT_SILENCE_S = 0.3
 @dataclass(frozen=True)
 class TranscribeOptions:
     language: str | None = None  # None: detect once per file from its speech
+    multilingual: bool = False  # detect the language of each work unit: recordings that change language
     task: str = "transcribe"  # or "translate" (to English)
     initial_prompt: str | None = None
     hotwords: str | None = None
@@ -81,6 +82,7 @@ class Segment:
     words: list[Word] = field(default_factory=list)
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
+    language: str | None = None  # the language it was transcribed in
 
 
 @dataclass

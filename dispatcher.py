@@ -346,13 +346,17 @@ class Dispatcher:
                     self._send(worker, job)
 
     @staticmethod
-    def _has_work(job: Job) -> bool:
-        if job.language is None:
+    def _needs_language(job: Job) -> bool:
+        """Whether the job waits for its one language to be detected (not when each unit has its own)."""
+        return job.language is None and not job.options.multilingual
+
+    def _has_work(self, job: Job) -> bool:
+        if self._needs_language(job):
             return not job.detecting and bool(job.units)
         return bool(job.batches)
 
     def _send(self, worker: _Worker, job: Job) -> None:
-        if job.language is None:
+        if self._needs_language(job):
             # Detect the language once, from the file's first speech, and use it for every unit.
             job.detecting = True
             units = [min(job.units, key=lambda unit: unit.index)]
@@ -417,7 +421,7 @@ class Dispatcher:
                 self._finish(job, JobFailed(f"job {job.id} failed: no worker is left to run it"))
 
     def _retry(self, job: Job, units: list[WorkUnit]) -> None:
-        if job.language is None:
+        if self._needs_language(job):
             job.detecting = False
         for unit in units:
             job.tries[unit.index] = job.tries.get(unit.index, 0) + 1
@@ -428,7 +432,7 @@ class Dispatcher:
                     f"at {int(start // 60)}:{start % 60:04.1f} ({unit.duration:.1f} s)"
                 ))
                 return
-        if job.language is not None:
+        if not self._needs_language(job):
             job.batches.append(units)  # the same batch again, so that its result is the same
 
     def _finish_if_done(self, job: Job) -> None:

@@ -258,7 +258,7 @@ class WorkerPool:
         units are transcribed while the rest of the file is still being decoded.
         `all_workers=False` keeps the job on one device (single-device mode)."""
         if not self.multilingual:
-            options = replace(options, language="en")
+            options = replace(options, language="en", multilingual=False)
         return self._dispatcher.open_job(options, all_workers)
 
     def add_units(self, job: Job, units: list[WorkUnit]) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from audio import stream_audio
 from cleanup import DEFAULT_CHINESE_SCRIPT, clean_segments, convert_chinese_script
-from datatypes import SAMPLE_RATE, TranscribeOptions, Transcript
+from datatypes import SAMPLE_RATE, Segment, TranscribeOptions, Transcript
 from dispatcher import Progress
 from parallel_transcriber import WorkerPool
 from subtitles import BROADCAST, CHINESE_JAPANESE, CueOptions, build_cues
@@ -23,10 +23,21 @@ from vad_splitter import VadOptions, stream_units
 log = logging.getLogger("whisper_for_subs")
 
 LANGUAGES_WITHOUT_SPACES = ("zh", "ja", "yue")
+# Where each unit's language is detected, a pause this long also ends a unit: languages change where
+# speakers take turns, and a window holding both would be transcribed in one of them.
+LANGUAGE_CHANGE_PAUSE_S = 1.5
 
 
 def cue_options_for(language: str) -> CueOptions:
     return CHINESE_JAPANESE if language in LANGUAGES_WITHOUT_SPACES else BROADCAST
+
+
+def main_language(segments: list[Segment]) -> str:
+    """The language most of the speech is in (where each unit had its own); English where none."""
+    seconds: dict[str, float] = {}
+    for segment in segments:
+        seconds[segment.language or "en"] = seconds.get(segment.language or "en", 0.0) + segment.end - segment.start
+    return max(seconds, key=seconds.get, default="en")
 
 
 def transcribe_file(
@@ -62,7 +73,8 @@ def transcribe_file(
         # Decoding, the VAD and transcription overlap: each unit goes to the workers as soon as
         # its speech is settled, while the rest of the file is still being decoded.
         decoded = blocks if blocks is not None else stream_audio(path)
-        for unit in stream_units(counted(decoded), vad_options):
+        pause = LANGUAGE_CHANGE_PAUSE_S if options.multilingual else None
+        for unit in stream_units(counted(decoded), vad_options, pause):
             pool.add_units(job, [unit])
             if cancel is not None and cancel.is_set():
                 break
@@ -87,12 +99,12 @@ def transcribe_file(
     stages["transcribe"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    language = job.language or "en"
     segments, dropped = clean_segments(segments)
     for item in dropped:
         log.info("job %d: dropped %.1f-%.1f s %r: %s", job.id, item.start, item.end, item.text, item.reason)
-    if language == "zh":
-        segments = convert_chinese_script(segments, chinese_script)
+    language = job.language or main_language(segments)
+    segments = [convert_chinese_script([segment], chinese_script)[0] if segment.language == "zh" else segment
+                for segment in segments]
     cue_options = cue_options_for(language)
     if max_line_chars:
         cue_options = replace(cue_options, max_line_chars=max_line_chars)

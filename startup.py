@@ -51,17 +51,23 @@ def start_pool(spec: ModelSpec, devices: str, ray_address: str | None = None) ->
 
 def job_options(
     spec: ModelSpec, language: str = "auto", task: str = "transcribe", initial_prompt: str | None = None,
-    hotwords: str | None = None, batch_size: int | None = None,
+    hotwords: str | None = None, batch_size: int | None = None, multilingual: bool = False,
 ) -> TranscribeOptions:
     """A job's options as a user gives them ("auto" language, empty texts for none), checked against
-    the model's prompt room. Raises ValueError with a message for the user."""
+    the model's languages and prompt room. `multilingual`: each part's language detected, for
+    recordings that change language. Raises ValueError with a message for the user."""
     if language != "auto" and language not in LANGUAGE_CODES:
         raise ValueError(f"unknown language {language!r}: give a code such as en, de, fr, zh or ja, or auto")
     if language not in ("auto", "en") and knows_only_english(spec.model_path):
         raise ValueError(f"the model {spec.name} is English-only: for {language}, choose a multilingual model such as base")
+    if multilingual and knows_only_english(spec.model_path):
+        raise ValueError(f"the model {spec.name} is English-only: for several languages, choose a multilingual model such as base")
+    if multilingual and language != "auto":
+        raise ValueError(f"several languages are detected part by part: leave the language at auto, not {language}")
     options = TranscribeOptions(
         language=None if language == "auto" else language, task=task,
         initial_prompt=initial_prompt or None, hotwords=hotwords or None, batch_size=batch_size,
+        multilingual=multilingual,
     )
     check_prompt(spec.model_path, options)
     return options

@@ -39,12 +39,13 @@ CHINESE_JAPANESE = CueOptions(max_line_chars=16, max_chars_per_second=17.0, join
 
 
 def build_cues(segments: list[Segment], options: CueOptions = BROADCAST) -> list[Cue]:
-    """Group every word, once and in order, into cues that obey `options`."""
-    words = [word for segment in segments for word in segment.words if word.text.strip()]
+    """Group every word, once and in order, into cues that obey `options`; a cue holds one language."""
+    spoken = [(word, segment.language) for segment in segments for word in segment.words if word.text.strip()]
+    words = [word for word, _ in spoken]
     groups: list[list[Word]] = []
-    for index, word in enumerate(words):
+    for index, (word, language) in enumerate(spoken):
         current = groups[-1] if groups else None
-        if current is None or _starts_new_cue(current, word, words[index:], options):
+        if current is None or language != spoken[index - 1][1] or _starts_new_cue(current, word, words[index:], options):
             groups.append([word])
         elif _fits(current + [word], options):
             current.append(word)

@@ -43,14 +43,27 @@ class WhisperTranscriber:
         return language
 
     def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
-        """Transcribe `units` in one batched call; one list of segments per unit, in file time."""
+        """Transcribe `units`; one list of segments per unit, in file time. In one batched call, or,
+        where each unit's language is detected (`options.multilingual`), in one per language."""
+        if not (options.multilingual and self.multilingual):
+            return self._transcribe_in(units, options, options.language)
+        languages = [self.detect_language(unit) for unit in units]
+        results: list[list[Segment]] = [[] for _ in units]
+        for language in dict.fromkeys(languages):  # in order of first appearance: the same every time
+            positions = [index for index, found in enumerate(languages) if found == language]
+            for position, segments in zip(positions, self._transcribe_in([units[i] for i in positions], options, language)):
+                results[position] = segments
+        return results
+
+    def _transcribe_in(self, units: list[WorkUnit], options: TranscribeOptions, language: str | None) -> list[list[Segment]]:
+        """Transcribe `units` in one batched call, in `language`."""
         # Each unit becomes one clip of one buffer: faster-whisper transcribes every clip as its own
         # 30-s window, in batches, and reports times in the buffer, which map back to the unit.
         clip_starts = [float(start) for start in np.cumsum([0.0] + [unit.duration for unit in units[:-1]])]
         clips = [{"start": start, "end": start + unit.duration} for start, unit in zip(clip_starts, units)]
         segments, _info = self.pipeline.transcribe(
             np.concatenate([unit.audio for unit in units]),
-            language=options.language,
+            language=language,
             task=options.task,
             initial_prompt=options.initial_prompt,
             hotwords=options.hotwords,
@@ -80,6 +93,7 @@ class WhisperTranscriber:
                     words=words,
                     avg_logprob=float(segment.avg_logprob),
                     no_speech_prob=float(segment.no_speech_prob),
+                    language=language,
                 )
             )
         return results

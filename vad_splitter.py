@@ -170,15 +170,20 @@ def split_audio(audio: np.ndarray, options: VadOptions = VadOptions()) -> list[W
     return list(stream_units(blocks, options))
 
 
-def stream_units(blocks: Iterable[np.ndarray], options: VadOptions = VadOptions()) -> Iterator[WorkUnit]:
+def stream_units(
+    blocks: Iterable[np.ndarray], options: VadOptions = VadOptions(), new_unit_after_pause_s: float | None = None
+) -> Iterator[WorkUnit]:
     """Work units in time order, each given out as soon as the speech in it is settled.
+
+    `new_unit_after_pause_s`: a pause this long also ends a unit, so that speech on either side of
+    it (where speakers and languages change) is never in one window.
 
     `blocks` is the file's audio as it is decoded (every block but the last a whole number of VAD
     frames long). The VAD runs on stretches of the file on all cores while the rest is still being
     decoded; speech is settled up to the middle of the latest long silence, which no span can
     cross. So the first units go to Whisper while the rest of a long file is still being searched.
     """
-    grouper = _UnitGrouper(options)
+    grouper = _UnitGrouper(options, new_unit_after_pause_s)
     settled = 0  # samples of the file before `pending_audio`
     pending_audio: list[np.ndarray] = []
     pending_probabilities: list[np.ndarray] = []
@@ -235,8 +240,9 @@ def _last_safe_cut(probabilities: np.ndarray, options: VadOptions) -> int:
 class _UnitGrouper:
     """Packs speech spans, in time order, into units of at most `max_speech_duration_s`."""
 
-    def __init__(self, options: VadOptions):
+    def __init__(self, options: VadOptions, new_unit_after_pause_s: float | None = None):
         self.max_samples = int(options.max_speech_duration_s * SAMPLE_RATE)
+        self.new_unit_after = int(new_unit_after_pause_s * SAMPLE_RATE) if new_unit_after_pause_s else None
         self.joint = np.zeros(int(JOINT_SILENCE_S * SAMPLE_RATE), dtype=np.float32)
         self.spans: list[tuple[int, int]] = []
         self.pieces: list[np.ndarray] = []
@@ -244,7 +250,8 @@ class _UnitGrouper:
 
     def add(self, start: int, end: int, samples: np.ndarray) -> Iterator[WorkUnit]:
         size = sum(len(piece) for piece in self.pieces) + len(self.joint) * len(self.pieces)
-        if self.spans and size + len(samples) > self.max_samples:
+        paused = self.spans and self.new_unit_after is not None and start - self.spans[-1][1] >= self.new_unit_after
+        if self.spans and (size + len(samples) > self.max_samples or paused):
             yield from self.flush()
         self.spans.append((start, end))
         self.pieces.append(samples)

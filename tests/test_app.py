@@ -218,3 +218,19 @@ def test_a_folder_runs_its_audio_and_video_files_as_one_batch(page, server, jfk,
         page.click("#download-zip")
     with zipfile.ZipFile(download.value.path()) as bundle:
         assert sorted(bundle.namelist()) == ["monday.srt", "tuesday.srt"]  # the notes were left out
+
+
+def test_several_languages_asks_for_a_multilingual_model(server, jfk, tmp_path):
+    client = Client(server.url + "/", verbose=False, download_files=str(tmp_path))
+    with pytest.raises(Exception, match="English-only: for several languages, choose a multilingual model such as base"):
+        client.predict(upload=handle_file(str(jfk[0])), recording=None, several_languages=True, api_name="/transcribe")
+    assert get_json(server.url + "/health")["status"] == "ok"
+
+
+def test_the_language_menu_is_fixed_to_english_for_an_english_only_model(page, server):
+    if page.locator("#summary").inner_text().strip():
+        page.reload()
+        page.wait_for_selector("#run")
+    expect(page.locator("#language")).to_contain_text("tiny.en knows only English")
+    expect(page.locator("#language input")).to_be_disabled()
+    expect(page.locator("#language input")).to_have_value("English – en")

@@ -352,3 +352,17 @@ def test_a_worker_that_joins_serves_the_jobs_already_open(make_dispatcher):
     run_to_end([first, joining], job)
     assert len(job.segments()) == 4 and len(dispatcher.batch_sizes) == 2
     assert {device for device, *_ in job.batch_times} == {"node-1 cpu", "node-3 cpu"}
+
+
+def test_where_each_unit_has_its_own_language_nothing_waits_for_one_detection(make_dispatcher):
+    worker = FakeWorker()
+    dispatcher = make_dispatcher([worker], [1])
+    job = dispatcher.open_job(TranscribeOptions(multilingual=True), all_workers=True)
+    dispatcher.send(AddUnits(job, [unit(0), unit(1)]))
+    dispatcher.send(CloseJob(job))
+    calls = [worker.next_call(), worker.next_call()]
+    assert [call.kind for call in calls] == ["transcribe", "transcribe"]  # the worker detects per unit
+    assert all(call.options.language is None and call.options.multilingual for call in calls)
+    for call in calls:
+        call.answer()
+    assert len(job.segments()) == 2

@@ -60,5 +60,56 @@ def test_the_app_without_a_model_setting_offers_base_and_tiny_en(tmp_path):
     server = start_app(tmp_path, WHISPER_MODEL="", WHISPER_DEVICES="cpu")
     try:
         assert get_json(server.url + "/health")["models"] == {"base": 1, "tiny.en": 1}
+        menus = {c["props"].get("elem_id"): c["props"] for c in get_json(server.url + "/config")["components"]}
+        language = menus["language"]
+        # Names, the most used first; open for base, the default model.
+        assert [label for label, _ in language["choices"][:4]] == ["Detect it", "English – en", "Chinese – zh", "Spanish – es"]
+        assert ["Javanese – jw", "jw"] in language["choices"] and len(language["choices"]) == 101
+        assert language["interactive"] is not False and language["value"] == "auto"
     finally:
         server.stop()
+
+
+ENGLISH = ["The weather today is sunny and warm.", "We need to buy milk, bread and eggs.",
+           "My brother plays the guitar every evening."]
+GERMAN_VOICE = "de+f2"  # of espeak-ng's German voices, the one base hears as German rather than Yiddish
+
+
+@pytest.fixture(scope="module")
+def english_german_english(tmp_path_factory) -> Path:
+    """English sentences, then German ones, then English again, the parts 3 s apart."""
+    pieces = [speech.silence(0.5)]
+    for sentences, voice in [(ENGLISH, "en-us"), (GERMAN, GERMAN_VOICE), (ENGLISH[::-1], "en-us")]:
+        for sentence in sentences:
+            pieces += [speech.speak(sentence, voice=voice), speech.silence(0.5)]
+        pieces.append(speech.silence(2.5))
+    return speech.write_wav(tmp_path_factory.mktemp("switching") / "switching.wav", np.concatenate(pieces))
+
+
+def test_several_languages_each_part_in_its_own_language(english_german_english, tmp_path):
+    result = run_cli(english_german_english, "--model", "base", "--multilingual", "-o", tmp_path / "out.json")
+    assert result.returncode == 0, result.stderr
+    transcript = json.loads((tmp_path / "out.json").read_text())
+    parts = [(segment["language"], segment["text"]) for segment in transcript["segments"]]
+    assert [language for language, _ in parts] == ["en", "de", "en"], parts
+    assert word_error_rate(" ".join(ENGLISH), parts[0][1]) <= 0.2
+    german_words = set(parts[1][1].replace(",", " ").replace(".", " ").split())
+    assert {"Zug", "Berlin", "Milch", "Abend"} <= german_words, parts[1]  # German, not turned into English
+    assert word_error_rate(" ".join(GERMAN), parts[1][1]) <= 0.6  # espeak-ng's female German voice is harder
+    assert word_error_rate(" ".join(ENGLISH[::-1]), parts[2][1]) <= 0.2
+    assert transcript["language"] == "en"  # the language of most of the speech (two parts of three)
+    # No cue mixes the languages: the German part's cues hold German words only.
+    german_cues = [cue["text"] for cue in transcript["cues"] if "Berlin" in cue["text"] or "Milch" in cue["text"]]
+    assert german_cues and not any(word in " ".join(german_cues) for word in ("weather", "guitar", "milk"))
+
+    # Without --multilingual the language is detected once, and the German part comes out in English.
+    once = run_cli(english_german_english, "--model", "base", "-o", tmp_path / "once.json")
+    assert once.returncode == 0, once.stderr
+    assert {segment["language"] for segment in json.loads((tmp_path / "once.json").read_text())["segments"]} == {"en"}
+
+
+def test_several_languages_need_a_multilingual_model_and_no_fixed_language(english_german_english):
+    english_only = run_cli(english_german_english, "--multilingual")  # tiny.en
+    assert english_only.returncode == 2 and "English-only: for several languages" in english_only.stderr
+    fixed = run_cli(english_german_english, "--model", "base", "--multilingual", "--language", "de")
+    assert fixed.returncode == 2 and "leave the language at auto" in fixed.stderr

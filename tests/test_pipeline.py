@@ -10,13 +10,13 @@ import webvtt
 
 import speech
 from audio import load_audio
-from datatypes import SAMPLE_RATE
+from datatypes import BLOCK_SAMPLES, SAMPLE_RATE
 from conftest import make_media
 from helpers import run_cli, word_error_rate
 from pipeline import transcribe_file
 from reference_vad import silero_spans, unit_spans
 import vad_splitter
-from vad_splitter import VadOptions, split_audio
+from vad_splitter import VadOptions, split_audio, stream_units
 from writers import render
 
 
@@ -150,6 +150,16 @@ def test_a_failing_vad_stretch_raises_instead_of_hanging(monkeypatch):
     thread.start()
     thread.join(timeout=60)
     assert not thread.is_alive() and [str(error) for error in outcome] == ["no memory left for the VAD"]
+
+
+def test_a_long_pause_ends_a_unit_where_each_units_language_is_detected():
+    audio, placed = speech.compose([speech.silence(0.5), "It is late.", speech.silence(0.4), "We should go home.",
+                                    speech.silence(2.0), "The museum is closed on Mondays.", speech.silence(0.5)])
+    blocks = [audio[start : start + BLOCK_SAMPLES] for start in range(0, len(audio), BLOCK_SAMPLES)]
+    assert [len(unit.spans) for unit in stream_units(iter(blocks))] == [3]  # a window filled with speech
+    apart = list(stream_units(iter(blocks), new_unit_after_pause_s=1.5))
+    assert [len(unit.spans) for unit in apart] == [2, 1]
+    assert apart[1].spans[0][0] > placed[1].end + 1.0  # cut in the long pause, not within the short one
 
 
 def test_long_speech_without_pauses_is_split_below_the_window():
