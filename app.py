@@ -325,7 +325,7 @@ class SubtitleApp:
                 job_dir.mkdir(parents=True)
                 # The same recording chosen twice is one upload (Gradio keeps uploads by content): once.
                 sources = list(dict.fromkeys(self._claim(path, session, job_dir) for path in files))
-                written, lines, texts = [], [], []
+                written, lines, texts, transcribed = [], [], [], 0
                 for number, source in enumerate(sources, 1):
                     label = f"File {number} of {len(sources)} ({source.name}): "
                     try:
@@ -336,6 +336,7 @@ class SubtitleApp:
                         lines.append(f"- {source.name}: {error.message}")
                         continue
                     written += [write(transcript, job_dir / f"{source.stem}.{fmt}", fmt) for fmt in formats or ["srt"]]
+                    transcribed += 1
                     lines.append(f"- {source.name}: {transcript.duration:.1f} s ({transcript.language}), "
                                  f"{len(transcript.cues)} subtitles, {transcript.realtime_factor:.1f}x realtime")
                     texts.append(f"== {source.name} ==\n" + "\n".join(c.text.replace("\n", " ") for c in transcript.cues))
@@ -347,11 +348,12 @@ class SubtitleApp:
         if not written:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise gr.Error("No file of the batch could be transcribed:\n" + "\n".join(lines))
-        archive = job_dir / f"{sources[0].stem} and {len(sources) - 1} more.zip"
+        batch_name = sources[0].stem + (f" and {len(sources) - 1} more" if len(sources) > 1 else "")
+        archive = job_dir / f"{batch_name}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
             for path in written:
                 bundle.write(path, path.name)
-        summary = f"**{len(written) // len(formats or ['srt'])} of {len(sources)} files** transcribed:\n" + "\n".join(lines)
+        summary = f"**{transcribed} of {len(sources)} files** transcribed:\n" + "\n".join(lines)
         return (
             summary, "\n\n".join(texts), gr.Video(visible=False), gr.Audio(visible=False),
             *[gr.DownloadButton(visible=False) for _ in FORMATS],

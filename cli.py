@@ -161,11 +161,13 @@ def _transcribe_one(source: Path, label: str | Path, target: tuple[Path, str], p
 
 def _transcribe_with_bar(source: Path, pool: WorkerPool, options: TranscribeOptions,
                          args: argparse.Namespace, line: int = 0):
+    # Until the first batch is back there is no amount of speech to count: the bar says what happens.
     bar = tqdm(total=0, unit="s", desc=source.name, disable=args.quiet, file=sys.stderr, position=line, leave=False,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech")
+               bar_format="{desc}: decoding and finding speech")
     with bar:
 
         def show(progress: Progress) -> None:
+            bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech"
             bar.total = round(progress.total_s, 1)
             bar.n = round(progress.done_s, 1)
             bar.refresh()

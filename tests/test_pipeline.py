@@ -246,7 +246,10 @@ def test_cli_prints_each_log_line_once_and_units_only_when_asked(jfk, tmp_path):
         result = run_cli(jfk[0], "-o", tmp_path / "out.srt", "--devices", "cpu*2", *extra)
         assert result.returncode == 0, result.stderr
         # The bar redraws itself with carriage returns; log lines end with a newline of their own.
-        return [line for line in result.stderr.replace("\r", "\n").splitlines() if " s of speech" not in line]
+        bars = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("jfk.flac: ")]
+        assert bars[0] == "jfk.flac: decoding and finding speech" and not any("0/0 s" in bar for bar in bars), bars
+        assert any(bar.endswith("10/10 s of speech") for bar in bars), bars
+        return [line for line in result.stderr.replace("\r", "\n").splitlines() if not line.startswith("jfk.flac: ")]
 
     normal = lines()
     assert sum("model loaded" in line for line in normal) == 2 and sum("job 1 done" in line for line in normal) == 1
