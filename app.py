@@ -295,9 +295,13 @@ class SubtitleApp:
         cancel = self.cancels[session] = threading.Event()
 
         def show(update: Progress) -> None:
-            working = ", ".join(update.busy_devices) or "waiting for a worker"
-            progress((round(update.done_s), round(update.total_s)), desc=f"{file_label}Transcribing on {working}",
-                     unit="s of speech")
+            if update.done_s == 0 and update.duration_s and update.decoded_s < update.duration_s:
+                progress(update.decoded_s / update.duration_s, unit="s read",
+                         desc=f"{file_label}Decoding and finding speech: {update.decoded_s:.0f} of {update.duration_s:.0f} s read")
+                return
+            states = ", ".join(f"{name} {'busy' if name in update.busy_devices else 'idle'}" for name in update.workers)
+            progress((round(update.done_s), round(update.expected_s)), unit="s of speech",
+                     desc=f"{file_label}Transcribing: {states or 'waiting for a free worker'}")
 
         progress(0, desc=f"{file_label}Decoding and finding speech")
         try:

@@ -88,6 +88,15 @@ def check_media(path: str | Path) -> None:
         raise _unreadable(path, error) from None
 
 
+def declared_duration(path: str | Path) -> float | None:
+    """The file's length in seconds as its header states it (before decoding), or None."""
+    try:
+        with open_media(path) as container:
+            return _declared_duration(container, container.streams.audio[0]) if container.streams.audio else None
+    except av.FFmpegError:
+        return None
+
+
 def has_picture(path: str | Path) -> bool:
     """Whether the file has a moving picture to show subtitles on (cover art does not count)."""
     try:

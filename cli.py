@@ -167,8 +167,10 @@ def _transcribe_with_bar(source: Path, pool: WorkerPool, options: TranscribeOpti
     with bar:
 
         def show(progress: Progress) -> None:
+            if not progress.expected_s:
+                return  # no speech found yet: the bar still says what happens
             bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of speech"
-            bar.total = round(progress.total_s, 1)
+            bar.total = round(progress.expected_s, 1)
             bar.n = round(progress.done_s, 1)
             bar.refresh()
 

@@ -49,7 +49,12 @@ class JobCancelled(RuntimeError):
 class Progress:
     done_s: float  # speech transcribed so far
     total_s: float  # speech found in the file so far
-    busy_devices: list[str]  # devices working on this job right now
+    busy_devices: list[str]  # workers working on this job right now, by name ("cpu #2", "cuda:0")
+    workers: list[str] = field(default_factory=list)  # every worker the job may use, by name
+    # Filled in by the pipeline, which decodes the file:
+    decoded_s: float = 0.0  # audio decoded so far
+    duration_s: float | None = None  # the file's length as its header states it
+    expected_s: float = 0.0  # the speech the file will hold, estimated: it only grows until decoding ends
 
 
 # A worker's answers.
@@ -313,6 +318,12 @@ class Dispatcher:
         job.batch_size = job.options.batch_size or min(self._workers[index].batch_size for index in job.worker_indexes)
         self._jobs.insert(0, job)  # it has had no turn yet: it goes first
 
+    def _name(self, index: int) -> str:
+        """A worker's name for people: its device, numbered where workers share one ("cpu #2")."""
+        device = self._workers[index].device
+        same = [i for i, worker in enumerate(self._workers) if worker.device == device]
+        return f"{device} #{same.index(index) + 1}" if len(same) > 1 else device
+
     def _single_devices(self) -> list[list[int]]:
         """The worker indexes of each device: the workers that share a GPU together, each CPU worker
         alone (it stands for a share of the machine's cores)."""
@@ -395,8 +406,9 @@ class Dispatcher:
                 for unit, unit_segments in zip(units, segments):
                     job.results[unit.index] = unit_segments
                 done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
-                busy = [w.device for w in self._workers if job in w.running]
-                job.progress = Progress(done_s, sum(unit.duration for unit in job.units), busy)
+                busy = [self._name(index) for index, w in enumerate(self._workers) if job in w.running]
+                workers = [self._name(index) for index in job.worker_indexes]
+                job.progress = Progress(done_s, sum(unit.duration for unit in job.units), busy, workers)
                 self._finish_if_done(job)
 
     def _restart(self, worker: _Worker) -> None:

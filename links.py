@@ -159,9 +159,29 @@ def _media_of_page(url: str, policy: AddressPolicy) -> tuple[str, dict, str]:
     """The URL (and headers) of a page's media as yt-dlp finds it: its best audio alone where the site
     offers one, over plain http(s) (no streaming playlists), and a local name for it."""
     from yt_dlp import YoutubeDL  # only for pages
+    from yt_dlp.networking._urllib import RedirectHandler, UrllibRH
     from yt_dlp.utils import YoutubeDLError
 
+    class CheckedRedirects(RedirectHandler):
+        handler_order = RedirectHandler.handler_order - 1  # asked before yt-dlp's own, which it then is
+
+        def redirect_request(self, request, response, code, message, headers, new_url):
+            check_link(new_url, policy)  # before anything connects to it
+            return super().redirect_request(request, response, code, message, headers, new_url)
+
+    class CheckedUrllibRH(UrllibRH):
+        """yt-dlp's own urllib request handler, whose every redirect is checked first."""
+
+        def _create_instance(self, *args, **kwargs):
+            opener = super()._create_instance(*args, **kwargs)
+            opener.add_handler(CheckedRedirects())
+            return opener
+
     class CheckedYoutubeDL(YoutubeDL):
+        @functools.cached_property
+        def _request_director(self):
+            return self.build_request_director([CheckedUrllibRH])  # this handler alone
+
         def urlopen(self, request):
             # Each request yt-dlp makes for the page, and where its redirects ended, must be allowed.
             check_link(request if isinstance(request, str) else request.url, policy)
@@ -175,15 +195,28 @@ def _media_of_page(url: str, policy: AddressPolicy) -> tuple[str, dict, str]:
         with CheckedYoutubeDL(options) as downloader:
             info = downloader.extract_info(url, download=False)
     except YoutubeDLError as error:
-        cause = error.exc_info[1] if getattr(error, "exc_info", None) else None
-        if isinstance(cause, LinkError):
-            raise cause from None
-        raise LinkError(f"no audio or video found at {url}") from None
+        raise _refusal_within(error) or LinkError(f"no audio or video found at {url}") from None
     if info.get("entries") is not None:
         raise LinkError(f"{url} is a playlist: give the link of one video")
     check_link(info["url"], policy)
     name = _safe_name(f"{info.get('title') or 'download'}.{info.get('ext') or 'media'}")
     return info["url"], dict(info.get("http_headers") or {}), name
+
+
+def _refusal_within(error: BaseException) -> LinkError | None:
+    """The LinkError that yt-dlp wrapped, however deep (its extractors and handlers wrap what they catch)."""
+    seen = set()
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, LinkError):
+            return current
+        wrapped = getattr(current, "exc_info", None)
+        pending += [current.__cause__, current.__context__, wrapped[1] if wrapped else None]
+    return None
 
 
 class _CheckedConnection:

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from audio import stream_audio
+from audio import declared_duration, stream_audio
 from cleanup import DEFAULT_CHINESE_SCRIPT, clean_segments, convert_chinese_script
 from datatypes import SAMPLE_RATE, Segment, TranscribeOptions, Transcript
 from dispatcher import Progress
@@ -62,11 +62,32 @@ def transcribe_file(
     started = time.perf_counter()
     job = pool.open_job(options, all_workers)
     samples = 0
+    found_s = 0.0  # speech handed to the workers so far
+    duration_s = declared_duration(path) if blocks is None else None
+    expected_s = 0.0
+    decoding = True
+
+    def report() -> None:
+        """Tell the caller how far the job is: how much is decoded, transcribed and expected."""
+        nonlocal expected_s
+        if on_progress is None:
+            return
+        decoded_s = samples / SAMPLE_RATE
+        if decoding and duration_s and decoded_s:
+            # The speech found so far, scaled to the whole file: the total grows smoothly instead of
+            # jumping (and the percentage back) as the VAD finds more.
+            expected_s = max(expected_s, found_s * duration_s / decoded_s)
+        elif not decoding:
+            expected_s = found_s  # known now
+        batches = job.progress or Progress(0.0, 0.0, [])
+        on_progress(replace(batches, total_s=found_s, decoded_s=decoded_s, duration_s=duration_s,
+                            expected_s=max(expected_s, found_s)))
 
     def counted(decoded: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         nonlocal samples
         for block in decoded:
             samples += len(block)
+            report()  # from the first block on, while nothing is transcribed yet
             yield block
 
     try:
@@ -76,26 +97,29 @@ def transcribe_file(
         pause = LANGUAGE_CHANGE_PAUSE_S if options.multilingual else None
         for unit in stream_units(counted(decoded), vad_options, pause):
             pool.add_units(job, [unit])
+            found_s += unit.duration
             if cancel is not None and cancel.is_set():
                 break
     except BaseException:  # a bad file, Ctrl-C: the units already sent are not worth finishing
         pool.cancel(job)
         raise
     pool.close_job(job)
+    decoding = False
     stages["decode+vad"] = time.perf_counter() - started
 
     started = time.perf_counter()
     # Progress is reported from this thread, the caller's, which may be a web request's.
     reported = None
+    report()
     while not job.wait(timeout=0.2):
         if cancel is not None and cancel.is_set():
             pool.cancel(job)
-        if on_progress is not None and job.progress is not reported:
+        if job.progress is not reported:
             reported = job.progress
-            on_progress(reported)
+            report()
     segments = job.segments()
-    if on_progress is not None and job.progress is not reported:
-        on_progress(job.progress)
+    if job.progress is not reported:
+        report()
     stages["transcribe"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -111,7 +111,7 @@ def test_bad_file_shows_an_error_and_the_next_file_works(page, jfk, tmp_path):
 
 def test_cancel_stops_the_job_and_the_next_runs_at_once(page, server, long_talk, jfk):
     upload_and_run(page, long_talk)
-    expect(page.get_by_text("Transcribing on").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Transcribing: ").first).to_be_visible(timeout=60_000)
     expect(page.locator("#cancel")).to_be_visible()
     page.click("#cancel")
     expect(page.locator("#summary")).to_contain_text("Cancelled", timeout=10_000)
@@ -234,3 +234,10 @@ def test_the_language_menu_is_fixed_to_english_for_an_english_only_model(page, s
     expect(page.locator("#language")).to_contain_text("tiny.en knows only English")
     expect(page.locator("#language input")).to_be_disabled()
     expect(page.locator("#language input")).to_have_value("English – en")
+
+
+def test_progress_names_each_workers_state(page, server, composition):
+    upload_and_run(page, composition[0])
+    expect(page.locator("body")).to_contain_text(
+        re.compile(r"Transcribing: cpu #1 (busy|idle), cpu #2 (busy|idle)"), timeout=60_000)
+    wait_for_summary(page)

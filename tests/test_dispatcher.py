@@ -366,3 +366,19 @@ def test_where_each_unit_has_its_own_language_nothing_waits_for_one_detection(ma
     for call in calls:
         call.answer()
     assert len(job.segments()) == 2
+
+
+def test_progress_names_each_worker_and_numbers_those_that_share_a_device(make_dispatcher):
+    fakes = [FakeWorker("cpu"), FakeWorker("cpu"), FakeWorker("cuda:0")]
+    dispatcher = make_dispatcher(fakes, [1, 1, 1])
+    job = dispatcher.open_job(ENGLISH, all_workers=True)
+    dispatcher.send(AddUnits(job, [unit(index) for index in range(4)]))
+    dispatcher.send(CloseJob(job))
+    first = fakes[0].next_call()
+    for fake in fakes[1:]:
+        fake.next_call()
+    first.answer()
+    assert eventually(lambda: job.progress is not None)
+    assert job.progress.workers == ["cpu #1", "cpu #2", "cuda:0"]
+    # The second CPU worker and the GPU have not answered: they are busy, by name.
+    assert {"cpu #2", "cuda:0"} <= set(job.progress.busy_devices) <= set(job.progress.workers)

@@ -39,6 +39,13 @@ class Site:
                         self.wfile.write(b"\0" * 10_000)
                         time.sleep(0.05)
                     return
+                if self.path.startswith("/browsers-redirect?to=") and "Mozilla" in self.headers.get("User-Agent", ""):
+                    self.send_response(302)  # only yt-dlp, which calls itself a browser, is sent on
+                    self.send_header("Location", self.path.split("=", 1)[1])
+                    self.end_headers()
+                    return
+                if self.path.startswith("/browsers-redirect?to="):
+                    self.path = "/page.html"
                 if self.path.startswith("/redirect?to="):
                     self.send_response(302)
                     self.send_header("Location", self.path.split("=", 1)[1])
@@ -116,6 +123,10 @@ def test_every_redirect_is_checked_before_connecting(site, tmp_path):
     with pytest.raises(LinkError, match=r"127\.0\.0\.2 is a private"):
         fetch_media(f"{first.url}/redirect?to={second.url}/page.html", tmp_path / "site", 10**8, OnlyFirstSite())
     assert second.requests == []
+    # A redirect that only yt-dlp's own requests for the page get: checked before yt-dlp connects too.
+    with pytest.raises(LinkError, match=r"127\.0\.0\.2 is a private"):
+        fetch_media(f"{first.url}/browsers-redirect?to={second.url}/page.html", tmp_path / "site", 10**8, OnlyFirstSite())
+    assert second.requests == [] and any(path.startswith("/browsers-redirect") for path in first.requests)
 
 
 def test_missing_files_and_files_over_the_cap_are_refused_and_leave_nothing(site, tmp_path):

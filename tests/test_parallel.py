@@ -125,7 +125,13 @@ def test_progress_is_reported_as_batches_finish(two_workers, composition):
     assert len(seen) >= 2
     assert [p.done_s for p in seen] == sorted(p.done_s for p in seen)
     assert seen[-1].done_s == pytest.approx(seen[-1].total_s) and seen[-1].total_s > 50
-    assert all(set(p.busy_devices) <= {"cpu"} for p in seen)
+    assert all(set(p.busy_devices) <= {"cpu #1", "cpu #2"} for p in seen)
+    # From the first block decoded on, before any batch is back; the expected total never shrinks while
+    # the file is decoded, and is exact at the end.
+    assert seen[0].decoded_s > 0 and seen[0].done_s == 0 and seen[0].duration_s == pytest.approx(seen[-1].decoded_s, abs=0.1)
+    while_decoding = [p.expected_s for p in seen if p.decoded_s < p.duration_s]
+    assert while_decoding == sorted(while_decoding)
+    assert seen[-1].expected_s == seen[-1].total_s and seen[-1].workers == ["cpu #1", "cpu #2"]
 
 
 def test_a_killed_worker_is_replaced_and_the_job_still_finishes_identically(model_spec, composition, undisturbed):
