@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from api import ApiSettings, OpenAIApi
 from audio import AudioError, has_picture
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
-from datatypes import Transcript
+from datatypes import TranscribeOptions, Transcript
 from dispatcher import JobCancelled, JobFailed, Progress
 from links import AddressPolicy, LinkError, fetch_media
 from models import LANGUAGE_CODES, can_translate, default_models, parse_batch_size
@@ -198,6 +198,19 @@ def devices_info(devices: list[str]) -> tuple[str, str]:
     return "Multi-GPU (CPU workers here)", f"Use {both} CPU workers: {names}. Without it a job uses one."
 
 
+@dataclass(frozen=True)
+class JobSettings:
+    """How the page asked one job (or each file of a batch) to be run."""
+
+    pool: WorkerPool
+    options: TranscribeOptions
+    multi_gpu: bool
+    vad_threshold: float
+    line_chars: int
+    chinese_script: str
+    session: str  # the browser session, whose Cancel stops the job
+
+
 class SubtitleApp:
     """The page's event handlers, over the same pipeline as the command line."""
 
@@ -243,9 +256,9 @@ class SubtitleApp:
             raise gr.Error(as_sentence(str(error))) from None
         remove_old_results(self.settings.results_dir, self.settings.keep_hours)
         job_dir = self.settings.results_dir / uuid.uuid4().hex  # a name nobody else can guess
-        settings = (pool, options, multi_gpu, vad_threshold, int(line_chars), chinese_script, request.session_hash)
+        run = JobSettings(pool, options, multi_gpu, vad_threshold, int(line_chars), chinese_script, request.session_hash)
         if files and not source and not link:
-            return self._transcribe_batch(files, job_dir, settings, formats, progress)
+            return self._transcribe_batch(files, job_dir, run, formats, progress)
         try:
             with self.jobs.job():
                 job_dir.mkdir(parents=True)
@@ -253,7 +266,7 @@ class SubtitleApp:
                     source = self._claim(source, request.session_hash, job_dir)
                 else:
                     source = self._download(link, job_dir, progress)
-                transcript = self._run(source, *settings, progress)
+                transcript = self._run(source, run, progress)
         except ServerDraining:
             raise gr.Error("The server is restarting and takes no new jobs: try again in a minute.") from None
         except BaseException:
@@ -288,11 +301,10 @@ class SubtitleApp:
         except LinkError as error:
             raise gr.Error(f"This link cannot be used: {as_sentence(str(error))}") from None
 
-    def _run(self, source, pool, options, multi_gpu, vad_threshold, line_chars, chinese_script, session, progress,
-             file_label: str = "") -> Transcript:
+    def _run(self, source: Path, run: JobSettings, progress: gr.Progress, file_label: str = "") -> Transcript:
         """Transcribe one file, showing its progress (`file_label`: which file of a batch it is).
         Raises gr.Error with what went wrong."""
-        cancel = self.cancels[session] = threading.Event()
+        cancel = self.cancels[run.session] = threading.Event()
 
         def show(update: Progress) -> None:
             if update.done_s == 0 and update.duration_s and update.decoded_s < update.duration_s:
@@ -306,8 +318,8 @@ class SubtitleApp:
         progress(0, desc=f"{file_label}Decoding and finding speech")
         try:
             return transcribe_file(
-                source, pool, options, VadOptions(threshold=vad_threshold), max_line_chars=line_chars,
-                chinese_script=chinese_script, on_progress=show, all_workers=multi_gpu, cancel=cancel,
+                source, run.pool, run.options, VadOptions(threshold=run.vad_threshold), max_line_chars=run.line_chars,
+                chinese_script=run.chinese_script, on_progress=show, all_workers=run.multi_gpu, cancel=cancel,
             )
         except AudioError as error:
             raise gr.Error(f"This file cannot be transcribed: {error.args[0].split(': ', 1)[-1]}") from None
@@ -316,24 +328,23 @@ class SubtitleApp:
         except JobFailed as error:
             raise gr.Error(str(error)) from None
         finally:
-            self.cancels.pop(session, None)
+            self.cancels.pop(run.session, None)
 
-    def _transcribe_batch(self, files: list[str], job_dir: Path, settings: tuple, formats: list[str], progress):
+    def _transcribe_batch(self, files: list[str], job_dir: Path, run: JobSettings, formats: list[str], progress):
         """Several uploads as one batch, one after another on the workers: each file's subtitles, and
         all of them in one zip named after the batch. A file that fails is reported and the rest go on;
         Cancel stops the whole batch, as it stops a single file's job (its event is cancelled, so
         nothing it would return could be shown), and its folder goes."""
-        session = settings[-1]
         try:
             with self.jobs.job():
                 job_dir.mkdir(parents=True)
                 # The same recording chosen twice is one upload (Gradio keeps uploads by content): once.
-                sources = list(dict.fromkeys(self._claim(path, session, job_dir) for path in files))
+                sources = list(dict.fromkeys(self._claim(path, run.session, job_dir) for path in files))
                 written, lines, texts, transcribed = [], [], [], 0
                 for number, source in enumerate(sources, 1):
                     label = f"File {number} of {len(sources)} ({source.name}): "
                     try:
-                        transcript = self._run(source, *settings, progress, file_label=label)
+                        transcript = self._run(source, run, progress, file_label=label)
                     except gr.Error as error:
                         if error.message == CANCELLED:
                             raise

@@ -148,10 +148,9 @@ class Job:
     def form_batches(self) -> None:
         """Cut the units received so far into batches, in file order: the first of a quarter of
         `batch_size`, then twice as many each time up to `batch_size`, the last one what is left once
-        the job is closed. The sizes
-        depend only on the job, so its batches are the same however its units arrive and whoever
-        runs them; the small first ones start the workers while the rest of the file is decoded,
-        and the full ones after them keep a GPU busy."""
+        the job is closed. The sizes depend only on the job, so its batches are the same however its
+        units arrive and whoever runs them; the small first ones start the workers while the rest of
+        the file is decoded, and the full ones after them keep a GPU busy."""
         first = max(self.batch_size // FIRST_BATCH_SHARE, 1)
         while self.unbatched:
             size = min(self.batch_size, first * 2**self.batches_formed)

@@ -233,7 +233,7 @@ def stop_executor(executor: ProcessPoolExecutor) -> None:
 class WorkerPool:
     """Jobs in, segments out, over persistent workers of any kind: what the pipeline, the page and the
     API use. `ParallelTranscriber` runs the workers as local processes, `ray_workers.RayTranscriber`
-    as actors on a cluster."""
+    as actors on a cluster; each also counts its `model_loads` and gives its `worker_pids()`."""
 
     def __init__(self, spec: ModelSpec, workers: list[WorkerHandle], batch_sizes: list[int], multilingual: bool):
         self.spec = spec
@@ -323,12 +323,9 @@ class ParallelTranscriber(WorkerPool):
         """Stop every worker process; jobs still open fail."""
         if getattr(self, "_closed", False):
             return
-        if hasattr(self, "_dispatcher"):
+        if hasattr(self, "_dispatcher"):  # not where a model failed to load, before the pool was made
             super().shutdown()
         self._closed = True
-        self._stop_workers()
-
-    def _stop_workers(self) -> None:
         for worker in self._workers:
             stop_executor(worker.executor)
         self._events.put(None)

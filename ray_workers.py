@@ -63,6 +63,8 @@ class _RayWorker:
     def __init__(self, actor, pool: "RayTranscriber"):
         self.actor = actor
         self.device = "?"  # "node-2 cuda:1" once the actor has said where it runs
+        self.pid = 0  # of the actor's process, once it has said
+        self.loads = 0  # models its processes have loaded: one each
         self._pool = pool
 
     def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> Future:
@@ -110,6 +112,11 @@ def _future(ref: "ray.ObjectRef") -> Future:
 
     ref.future().add_done_callback(take)
     return answer
+
+
+def _kill(workers: list[_RayWorker]) -> None:
+    for worker in workers:
+        ray.kill(worker.actor, no_restart=True)
 
 
 _pools_connected = 0  # pools (one per model) sharing this process's connection to the cluster
@@ -171,8 +178,6 @@ class RayTranscriber(WorkerPool):
         self._kind, count = parse_cluster_devices(devices)
         _connect(address)
         self._nodes = {ray.get_runtime_context().get_node_id(): "node-1"}  # this machine first
-        self._seen: dict[int, int] = {}  # actor (by handle id) -> the process that last said it is up
-        self._loads: dict[int, int] = {}  # actor (by handle id) -> models it has loaded
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._starting: list[_RayWorker] = []  # actors for room that joined the cluster, not yet up
@@ -185,7 +190,7 @@ class RayTranscriber(WorkerPool):
         try:
             answers = [info.result(timeout=600) for info in infos]
         except Exception as error:
-            self.shutdown_actors(workers)
+            _kill(workers)
             _disconnect()
             raise RuntimeError(f"the Ray actors did not start: {error}") from None
         super().__init__(spec, workers, [answer["batch_size"] for answer in answers],
@@ -196,26 +201,22 @@ class RayTranscriber(WorkerPool):
     # Public interface, beyond the pool's
 
     @property
-    def devices(self) -> list[str]:
-        return [worker.device for worker in self._handles]
-
-    @property
     def model_loads(self) -> int:
         """Models loaded since start: one per actor process ever started."""
         with self._lock:
-            return sum(self._loads.values())
+            return sum(worker.loads for worker in self._handles)
 
     def worker_pids(self) -> list[int]:
         """Each actor's process, in the order of `devices` (0 for one that has not said yet)."""
         with self._lock:
-            return [self._seen.get(id(worker), 0) for worker in self._handles]
+            return [worker.pid for worker in self._handles]
 
     def shutdown(self) -> None:
         if self._closed:
             return
         self._stopped.set()
         super().shutdown()
-        self.shutdown_actors(self._handles + self._starting)
+        _kill(self._handles + self._starting)
         _disconnect()
 
     # Actors
@@ -232,16 +233,10 @@ class RayTranscriber(WorkerPool):
         with self._lock:
             node = self._nodes.setdefault(info["node"], f"node-{len(self._nodes) + 1}")
             worker.device = f"{node} {info['device']}"
-            if self._seen.get(id(worker)) != info["pid"]:
-                self._seen[id(worker)] = info["pid"]
-                self._loads[id(worker)] = self._loads.get(id(worker), 0) + 1
+            if worker.pid != info["pid"]:  # a new process: its constructor loaded the model
+                worker.pid, worker.loads = info["pid"], worker.loads + 1
                 log.info("[%s] model loaded: %s (%.1f s), batch size %d", worker.device, self.spec.name,
                          info["load_s"], info["batch_size"])
-
-    @staticmethod
-    def shutdown_actors(workers: list[_RayWorker]) -> None:
-        for worker in workers:
-            ray.kill(worker.actor, no_restart=True)
 
     def _wanted(self) -> int:
         """Actors `auto` wants: one per GPU of the cluster (per CPU where it has no GPU)."""
