@@ -11,10 +11,12 @@ the downloads are served from where they lie and nothing of a job is left anywhe
 """
 
 import argparse
+import contextvars
 import logging
 import math
 import re
 import os
+import queue
 import shutil
 import threading
 import time
@@ -22,6 +24,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import gradio as gr
 import pycountry
@@ -33,7 +36,7 @@ from fastapi.responses import JSONResponse
 from api import ApiSettings, OpenAIApi
 from audio import AudioError, has_picture
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
-from datatypes import TranscribeOptions, Transcript
+from datatypes import Cue, TranscribeOptions, Transcript
 from dispatcher import JobCancelled, JobFailed, Progress
 from links import AddressPolicy, LinkError, fetch_media
 from models import LANGUAGE_CODES, can_translate, default_models, parse_batch_size
@@ -198,6 +201,11 @@ def devices_info(devices: list[str]) -> tuple[str, str]:
     return "Multi-GPU (CPU workers here)", f"Use {both} CPU workers: {names}. Without it a job uses one."
 
 
+# The player's captions: with word highlight, the words not yet spoken are dimmer (WebVTT's inline
+# timestamps; browsers that do not style them show the cue plainly).
+PAGE_CSS = "video::cue(:future) { color: #b4b4b4; }"
+
+
 @dataclass(frozen=True)
 class JobSettings:
     """How the page asked one job (or each file of a batch) to be run."""
@@ -208,6 +216,7 @@ class JobSettings:
     vad_threshold: float
     line_chars: int
     chinese_script: str
+    word_highlight: bool  # ASS and WebVTT (the player's too) light up each word as it is spoken
     session: str  # the browser session, whose Cancel stops the job
 
 
@@ -233,10 +242,12 @@ class SubtitleApp:
     def transcribe(
         self, upload, recording, multi_gpu, language, task, model, formats, vad_threshold, initial_prompt,
         hotwords, line_chars, chinese_script, link=None, files=None, folder=None, several_languages=False,
-        request: gr.Request = None, progress=gr.Progress(),
-    ):
-        """One upload, recording or link; or several files (or a folder's) as one batch. (The link and
-        the batch come last and may be left out, so that scripts written before them still work.)"""
+        word_highlight=False, request: gr.Request = None, progress=gr.Progress(),
+    ) -> Iterator[tuple]:
+        """One upload, recording or link; or several files (or a folder's) as one batch. Yields the page's
+        outputs: cleared, then the cues finished so far while the job runs, last the result. (The inputs
+        after the Chinese script came later and may be left out, so that scripts written before them
+        still work.)"""
         files = (files or []) + (folder or [])
         source = upload or recording
         link = (link or "").strip() if isinstance(link, str) else ""
@@ -256,23 +267,32 @@ class SubtitleApp:
             raise gr.Error(as_sentence(str(error))) from None
         remove_old_results(self.settings.results_dir, self.settings.keep_hours)
         job_dir = self.settings.results_dir / uuid.uuid4().hex  # a name nobody else can guess
-        run = JobSettings(pool, options, multi_gpu, vad_threshold, int(line_chars), chinese_script, request.session_hash)
+        run = JobSettings(pool, options, multi_gpu, vad_threshold, int(line_chars), chinese_script,
+                          bool(word_highlight), request.session_hash)
         if files and not source and not link:
-            return self._transcribe_batch(files, job_dir, run, formats, progress)
+            yield from showing_cues_meanwhile(
+                lambda show_cues: self._transcribe_batch(files, job_dir, run, formats, progress, show_cues))
+        else:
+            yield from showing_cues_meanwhile(
+                lambda show_cues: self._transcribe_one(source, link, job_dir, run, formats, progress, show_cues))
+
+    def _transcribe_one(self, source: str | None, link: str, job_dir: Path, run: JobSettings, formats: list[str],
+                        progress: gr.Progress, show_cues: Callable[[list[Cue]], None]) -> tuple:
+        """One upload, recording or link: the page's outputs with its player, subtitles and downloads."""
         try:
             with self.jobs.job():
                 job_dir.mkdir(parents=True)
                 if source:
-                    source = self._claim(source, request.session_hash, job_dir)
+                    source = self._claim(source, run.session, job_dir)
                 else:
                     source = self._download(link, job_dir, progress)
-                transcript = self._run(source, run, progress)
+                transcript = self._run(source, run, progress, show_cues)
         except ServerDraining:
             raise gr.Error("The server is restarting and takes no new jobs: try again in a minute.") from None
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)  # the upload with it: nothing of a failed job stays
             raise
-        return self._show_result(source, job_dir, transcript, formats)
+        return self._show_result(source, job_dir, transcript, formats, run.word_highlight)
 
     def _claim(self, source: str, session: str, job_dir: Path) -> Path:
         """The job's input, moved out of the upload folder into the job's folder; or, where this browser
@@ -301,15 +321,18 @@ class SubtitleApp:
         except LinkError as error:
             raise gr.Error(f"This link cannot be used: {as_sentence(str(error))}") from None
 
-    def _run(self, source: Path, run: JobSettings, progress: gr.Progress, file_label: str = "") -> Transcript:
-        """Transcribe one file, showing its progress (`file_label`: which file of a batch it is).
-        Raises gr.Error with what went wrong."""
+    def _run(self, source: Path, run: JobSettings, progress: gr.Progress, show_cues: Callable[[list[Cue]], None],
+             file_label: str = "") -> Transcript:
+        """Transcribe one file, showing its progress (`file_label`: which file of a batch it is) and its
+        cues as they are finished. Raises gr.Error with what went wrong."""
         cancel = self.cancels[run.session] = threading.Event()
 
         def show(update: Progress) -> None:
-            if update.done_s == 0 and update.duration_s and update.decoded_s < update.duration_s:
-                progress(update.decoded_s / update.duration_s, unit="s read",
-                         desc=f"{file_label}Decoding and finding speech: {update.decoded_s:.0f} of {update.duration_s:.0f} s read")
+            reading = bool(update.duration_s) and update.decoded_s < update.duration_s
+            if update.done_s == 0 and (reading or not update.expected_s):  # no speech found yet, or no text
+                of = f" of {update.duration_s:.0f}" if update.duration_s else ""
+                progress(update.decoded_s / update.duration_s if update.duration_s else None, unit="s read",
+                         desc=f"{file_label}Decoding and finding speech: {update.decoded_s:.0f}{of} s read")
                 return
             states = ", ".join(f"{name} {'busy' if name in update.busy_devices else 'idle'}" for name in update.workers)
             progress((round(update.done_s), round(update.expected_s)), unit="s of speech",
@@ -319,7 +342,8 @@ class SubtitleApp:
         try:
             return transcribe_file(
                 source, run.pool, run.options, VadOptions(threshold=run.vad_threshold), max_line_chars=run.line_chars,
-                chinese_script=run.chinese_script, on_progress=show, all_workers=run.multi_gpu, cancel=cancel,
+                chinese_script=run.chinese_script, on_progress=show, on_cues=show_cues, all_workers=run.multi_gpu,
+                cancel=cancel,
             )
         except AudioError as error:
             raise gr.Error(f"This file cannot be transcribed: {error.args[0].split(': ', 1)[-1]}") from None
@@ -330,7 +354,8 @@ class SubtitleApp:
         finally:
             self.cancels.pop(run.session, None)
 
-    def _transcribe_batch(self, files: list[str], job_dir: Path, run: JobSettings, formats: list[str], progress):
+    def _transcribe_batch(self, files: list[str], job_dir: Path, run: JobSettings, formats: list[str],
+                          progress: gr.Progress, show_cues: Callable[[list[Cue]], None]) -> tuple:
         """Several uploads as one batch, one after another on the workers: each file's subtitles, and
         all of them in one zip named after the batch. A file that fails is reported and the rest go on;
         Cancel stops the whole batch, as it stops a single file's job (its event is cancelled, so
@@ -344,17 +369,18 @@ class SubtitleApp:
                 for number, source in enumerate(sources, 1):
                     label = f"File {number} of {len(sources)} ({source.name}): "
                     try:
-                        transcript = self._run(source, run, progress, file_label=label)
+                        transcript = self._run(source, run, progress, show_cues, file_label=label)
                     except gr.Error as error:
                         if error.message == CANCELLED:
                             raise
                         lines.append(f"- {source.name}: {error.message}")
                         continue
-                    written += [write(transcript, job_dir / f"{source.stem}.{fmt}", fmt) for fmt in formats or ["srt"]]
+                    written += [write(transcript, job_dir / f"{source.stem}.{fmt}", fmt, run.word_highlight)
+                                for fmt in formats or ["srt"]]
                     transcribed += 1
                     lines.append(f"- {source.name}: {transcript.duration:.1f} s ({transcript.language}), "
                                  f"{len(transcript.cues)} subtitles, {transcript.realtime_factor:.1f}x realtime")
-                    texts.append(f"== {source.name} ==\n" + "\n".join(c.text.replace("\n", " ") for c in transcript.cues))
+                    texts.append(f"== {source.name} ==\n" + plain_text(transcript.cues))
         except ServerDraining:
             raise gr.Error("The server is restarting and takes no new jobs: try again in a minute.") from None
         except BaseException:
@@ -370,38 +396,44 @@ class SubtitleApp:
                 bundle.write(path, path.name)
         summary = f"**{transcribed} of {len(sources)} files** transcribed:\n" + "\n".join(lines)
         return (
-            summary, "\n\n".join(texts), gr.Video(visible=False), gr.Audio(visible=False),
+            summary, "\n\n".join(texts), gr.Video(value=None, visible="hidden"), gr.Audio(value=None, visible="hidden"),
             *[gr.DownloadButton(visible=False) for _ in FORMATS],
             gr.DownloadButton(f"Download all ({archive.name})", value=str(archive), visible=True),
             gr.File(value=[str(path) for path in written], visible=True),
+            gr.Dataframe(value=None, visible="hidden"),  # each file's cues are in its own files
         )
 
-    def _show_result(self, source: Path, job_dir: Path, transcript: Transcript, formats: list[str]):
+    def _show_result(self, source: Path, job_dir: Path, transcript: Transcript, formats: list[str],
+                     word_highlight: bool) -> tuple:
         stem = source.stem
-        files = {fmt: write(transcript, job_dir / f"{stem}.{fmt}", fmt) for fmt in formats or ["srt"]}
-        # Always WebVTT of our own for the player: Gradio would otherwise convert an SRT into a
-        # temporary file of its own, outside the job's folder.
-        player_subtitles = files.get("vtt") or write(transcript, job_dir / f"{stem}.player.vtt", "vtt")
+        files = {fmt: write(transcript, job_dir / f"{stem}.{fmt}", fmt, word_highlight) for fmt in formats or ["srt"]}
+        # Always WebVTT of our own for the player: Gradio would otherwise convert an SRT into a file of
+        # its own, outside the job's folder (and its conversion garbles the times).
+        player_subtitles = files.get("vtt") or write(transcript, job_dir / f"{stem}.player.vtt", "vtt", word_highlight)
         summary = (
             f"**{transcript.duration:.1f} s** of audio ({transcript.language}) in **{transcript.wall_seconds:.1f} s**, "
             f"**{transcript.realtime_factor:.1f}x realtime** on {transcript.workers} worker(s); "
             f"{len(transcript.cues)} subtitles."
         )
-        text = "\n".join(cue.text.replace("\n", " ") for cue in transcript.cues)
         picture = has_picture(source)
         downloads = [
             gr.DownloadButton(f"Download {fmt.upper()}", value=str(files[fmt]), visible=True) if fmt in files
             else gr.DownloadButton(visible=False)
             for fmt in FORMATS
         ]
+        # The players are made "hidden" rather than not visible while there is nothing to play: Gradio
+        # 6.31 leaves a video player that was not visible empty once it is shown.
         return (
             summary,
-            text,
-            gr.Video(value=str(source), subtitles=str(player_subtitles), visible=True) if picture else gr.Video(visible=False),
-            gr.Audio(value=str(source), subtitles=str(player_subtitles), visible=True) if not picture else gr.Audio(visible=False),
+            plain_text(transcript.cues),
+            gr.Video(value=str(source), subtitles=str(player_subtitles), visible=True) if picture
+            else gr.Video(value=None, visible="hidden"),
+            gr.Audio(value=str(source), subtitles=str(player_subtitles), visible=True) if not picture
+            else gr.Audio(value=None, visible="hidden"),
             *downloads,
             gr.DownloadButton(visible=False),  # the batch's zip and files
             gr.File(visible=False),
+            gr.Dataframe(value=cue_rows(transcript.cues), visible=True),
         )
 
     def cancel(self, request: gr.Request) -> str:
@@ -421,6 +453,57 @@ class SubtitleApp:
             Path(path).unlink(missing_ok=True)
             remove_if_empty(Path(path).parent)
         self.uploaded.clear()
+
+
+def plain_text(cues: list[Cue]) -> str:
+    """The subtitles' words, a cue a line, for reading and copying."""
+    return "\n".join(cue.text.replace("\n", " ") for cue in cues)
+
+
+def clock(seconds: float) -> str:
+    """A time as the cue table shows it, to a tenth of a second (narrow enough for a phone): 01:02.5,
+    or 1:02:03.5 from an hour on."""
+    minutes, tenths = divmod(round(seconds * 10), 600)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours}:" if hours else "") + f"{minutes:02d}:{tenths // 10:02d}.{tenths % 10}"
+
+
+def cue_rows(cues: list[Cue]) -> list[list[str]]:
+    """The cue table: start, end and the lines as they will be shown."""
+    return [[clock(cue.start), clock(cue.end), cue.text] for cue in cues]
+
+
+def showing_cues_meanwhile(job: Callable[[Callable[[list[Cue]], None]], tuple]) -> Iterator[tuple]:
+    """Run `job` (given a function to show the cues it has finished) in a thread of its own, and yield
+    the page's outputs: cleared, then the newest cues each time there are more, last the job's result
+    (or its error, raised). The job does not depend on this generator being read to its end: where the
+    page is closed or the job cancelled, it stops and cleans up on its own."""
+    newest: queue.Queue = queue.Queue()
+    outcome: dict = {}
+    context = contextvars.copy_context()  # gr.Progress finds the page's event through it
+
+    def run() -> None:
+        try:
+            outcome["result"] = context.run(job, newest.put)
+        except BaseException as error:  # handed to the page below
+            outcome["error"] = error
+        finally:
+            newest.put(None)
+
+    threading.Thread(target=run, name="job", daemon=True).start()
+    yield (gr.skip(), "", gr.Video(value=None, visible="hidden"), gr.Audio(value=None, visible="hidden"),
+           *[gr.DownloadButton(visible=False) for _ in FORMATS], gr.DownloadButton(visible=False),
+           gr.File(visible=False), gr.Dataframe(value=None, visible="hidden"))
+    while (cues := newest.get()) is not None:
+        while cues is not None and not newest.empty():
+            cues = newest.get()  # cues that came meanwhile: only the newest are worth showing
+        if cues is None:
+            break
+        yield (gr.skip(), plain_text(cues), *[gr.skip()] * (len(FORMATS) + 4),
+               gr.Dataframe(value=cue_rows(cues), visible="hidden" if not cues else True))
+    if "error" in outcome:
+        raise outcome["error"]
+    yield outcome["result"]
 
 
 def number_in_range(name: str, value, low: float, high: float) -> float:
@@ -488,13 +571,17 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                                                 info="The recording changes language: each part keeps its own.",
                                                 elem_id="several-languages")
                 with gr.Row():
-                    language = gr.Dropdown(language_choices(), label="Language", elem_id="language",
+                    language = gr.Dropdown(language_choices(), label="Language", elem_id="language", min_width=240,
                                            **language_state(handlers.english_only(default_model), default_model))
-                    model = gr.Dropdown(list(pools), value=default_model, label="Model")
+                    # Wide enough that on a phone the two menus stack and a long model name fits.
+                    model = gr.Dropdown(list(pools), value=default_model, label="Model", min_width=240,
+                                        elem_id="model")
                 allowed = handlers.translatable(default_model)
                 task = gr.Radio(["transcribe", "translate"], value="transcribe", label="Task", interactive=allowed,
                                 info=None if allowed else f"{default_model} cannot translate")
                 formats = gr.CheckboxGroup(list(FORMATS), value=["srt"], label="Formats")
+                word_highlight = gr.Checkbox(label="Word highlight (karaoke)", value=False, elem_id="word-highlight",
+                                             info="ASS and WebVTT light up each word as it is spoken, and so does the player.")
                 with gr.Accordion("Advanced", open=False):
                     vad_threshold = gr.Slider(*VAD_THRESHOLD_RANGE, value=VadOptions().threshold, step=0.05,
                                               label="VAD sensitivity (speech probability threshold)")
@@ -508,21 +595,28 @@ def build_ui(handlers: SubtitleApp) -> gr.Blocks:
                     run = gr.Button("Transcribe", variant="primary", elem_id="run")
                     stop = gr.Button("Cancel", variant="stop", elem_id="cancel", visible=False)  # while a job runs
             with gr.Column():
-                summary = gr.Markdown(label="Summary", elem_id="summary")
-                text = gr.Textbox(label="Subtitles", lines=12, elem_id="text", buttons=["copy"])
-                video = gr.Video(label="Player", visible=False)
-                audio = gr.Audio(label="Player", visible=False)
+                # The progress shows here, where the page scrolls to; the cues below it fill in meanwhile.
+                summary = gr.Markdown(label="Summary", elem_id="summary", min_height=48)
+                video = gr.Video(label="Player", visible="hidden", elem_id="video")
+                audio = gr.Audio(label="Player", visible="hidden", elem_id="audio")
                 downloads = [gr.DownloadButton(visible=False, elem_id=f"download-{fmt}") for fmt in FORMATS]
                 batch_zip = gr.DownloadButton(visible=False, elem_id="download-zip")
                 batch_files = gr.File(label="Each file's subtitles", file_count="multiple", visible=False,
                                       interactive=False, elem_id="batch-files")
+                cue_table = gr.Dataframe(headers=["Start", "End", "Subtitle"], label="Subtitles", interactive=False,
+                                         visible="hidden", wrap=True, column_widths=["20%", "20%", "60%"],
+                                         max_height=420, buttons=["copy"], elem_id="cues")
+                text = gr.Textbox(label="Text", lines=8, elem_id="text", buttons=["copy"])
 
         inputs = [upload, recording, multi_gpu, language, task, model, formats, vad_threshold,
-                  initial_prompt, hotwords, line_chars, chinese_script, link, files, folder, several_languages]
-        show_cancel = run.click(lambda: gr.Button(visible=True), None, stop, api_name=False, queue=False)
+                  initial_prompt, hotwords, line_chars, chinese_script, link, files, folder, several_languages,
+                  word_highlight]
+        # On a phone the results are below the settings: bring the progress into view.
+        show_cancel = run.click(lambda: gr.Button(visible=True), None, stop, api_name=False, queue=False,
+                                js="() => { document.getElementById('summary').scrollIntoView({block: 'start'}); }")
         running = show_cancel.then(handlers.transcribe, inputs,
-                                   [summary, text, video, audio, *downloads, batch_zip, batch_files],
-                                   api_name="transcribe", concurrency_id="transcribe")
+                                   [summary, text, video, audio, *downloads, batch_zip, batch_files, cue_table],
+                                   api_name="transcribe", concurrency_id="transcribe", show_progress_on=[summary])
         running.then(lambda: gr.Button(visible=False), None, stop, api_name=False, queue=False)
         stop.click(handlers.cancel, None, summary, cancels=[running], api_name=False).then(
             lambda: gr.Button(visible=False), None, stop, api_name=False, queue=False)
@@ -569,7 +663,7 @@ def create_app(pools: dict[str, WorkerPool], settings: Settings) -> FastAPI:
     server.include_router(api.router())
     app = gr.mount_gradio_app(
         server, demo, path="", auth=login, max_file_size=settings.max_file_size, app_kwargs=hidden,
-        allowed_paths=[str(settings.results_dir)], enable_monitoring=False, footer_links=["api"],
+        allowed_paths=[str(settings.results_dir)], enable_monitoring=False, footer_links=["api"], css=PAGE_CSS,
     )
     # Gradio accepts only its own uploads as file inputs once an app "has launched"; a mounted app
     # never does, and would otherwise copy any server path a caller names into its cache.

@@ -38,6 +38,7 @@ EXAMPLES = """examples:
   python cli.py meeting.m4a --devices 'cpu*2'         two CPU workers
   python cli.py film.mkv --ray-address 10.0.0.5:6379  every GPU of a Ray cluster
   python cli.py interview.wav --language de           German, not detected
+  python cli.py song.mp3 -o song.ass --word-highlight  karaoke: each word lit as it is sung
   python cli.py --download-only --model large-v3      fetch a model into the cache, then exit
 
 exit codes: 0 done, 2 a user error (a bad or missing file, a bad option), 1 an internal error"""
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=parse_batch_size, default=None,
                         help="windows per batched call (default auto: as many as fit each device's free memory)")
     parser.add_argument("--max-line-chars", type=int, help="characters per subtitle line (default 42, 16 for CJK)")
+    parser.add_argument("--word-highlight", action="store_true",
+                        help="karaoke style: ASS and WebVTT light up each word as it is spoken (SRT cannot)")
     parser.add_argument("--chinese-script", choices=list(CHINESE_SCRIPTS), default=DEFAULT_CHINESE_SCRIPT,
                         help="script for Chinese subtitles")
     parser.add_argument("--download-only", action="store_true", help="fetch the model into the cache and exit")
@@ -120,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         beside = [Path.cwd() if is_link(name) else source.parent for name, source in zip(args.inputs, inputs)]
         labels = [name if is_link(name) else source for name, source in zip(args.inputs, inputs)]
         targets = output_paths(inputs, args.output, args.format, beside, labels)
+        if args.word_highlight and targets[0][1] not in ("ass", "vtt"):
+            raise ValueError(f"--word-highlight needs ASS or WebVTT, not {targets[0][1]}: add --format ass or --format vtt")
         with start_pool(spec, args.devices, args.ray_address) as pool:
             check_task(pool, args.task)
             jobs = min(args.jobs or max(2, len(pool.devices)), len(inputs))
@@ -152,7 +157,7 @@ def _transcribe_one(source: Path, label: str | Path, target: tuple[Path, str], p
     finally:
         slots.put(slot)
     path, fmt = target
-    write(transcript, path, fmt)
+    write(transcript, path, fmt, args.word_highlight)
     if not args.quiet:
         tqdm.write(f"{label} -> {path} ({len(transcript.cues)} cues, {transcript.realtime_factor:.1f}x realtime)",
                    file=sys.stderr)

@@ -143,7 +143,13 @@ class Job:
         self.finished.wait()
         if self.error is not None:
             raise self.error
-        return [segment for index in sorted(self.results) for segment in self.results[index]]
+        return self.finished_segments()
+
+    def finished_segments(self) -> list[Segment]:
+        """The segments of the units transcribed so far, in time order (read while the job runs: the
+        dispatcher's thread adds units, so the dictionary is copied first, in one step)."""
+        results = dict(self.results)
+        return [segment for index in sorted(results) for segment in results[index]]
 
     def form_batches(self) -> None:
         """Cut the units received so far into batches, in file order: the first of a quarter of
@@ -375,6 +381,7 @@ class Dispatcher:
             units = job.take_batch()
             future = worker.handle.transcribe(units, job.options)  # the batch, as one call
         worker.running.append(job)
+        self._update_progress(job)
         generation = worker.generation
         future.add_done_callback(lambda done: self._inbox.put(Answer(worker, generation, job, units, done)))
 
@@ -404,11 +411,15 @@ class Dispatcher:
                 job.batch_times.append((worker.device, len(units), started, finished))
                 for unit, unit_segments in zip(units, segments):
                     job.results[unit.index] = unit_segments
-                done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
-                busy = [self._name(index) for index, w in enumerate(self._workers) if job in w.running]
-                workers = [self._name(index) for index in job.worker_indexes]
-                job.progress = Progress(done_s, sum(unit.duration for unit in job.units), busy, workers)
+                self._update_progress(job)
                 self._finish_if_done(job)
+
+    def _update_progress(self, job: Job) -> None:
+        """A new Progress for `job`'s caller: after each batch, and as each starts (which workers are busy)."""
+        done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
+        busy = [self._name(index) for index, w in enumerate(self._workers) if job in w.running]
+        workers = [self._name(index) for index in job.worker_indexes]
+        job.progress = Progress(done_s, sum(unit.duration for unit in job.units), busy, workers)
 
     def _restart(self, worker: _Worker) -> None:
         log.warning("[%s] worker process died; starting a new one", worker.device)

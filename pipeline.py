@@ -14,7 +14,7 @@ import numpy as np
 
 from audio import declared_duration, stream_audio
 from cleanup import DEFAULT_CHINESE_SCRIPT, clean_segments, convert_chinese_script
-from datatypes import SAMPLE_RATE, Segment, TranscribeOptions, Transcript
+from datatypes import SAMPLE_RATE, Cue, Dropped, Segment, TranscribeOptions, Transcript
 from dispatcher import Progress
 from parallel_transcriber import WorkerPool
 from subtitles import BROADCAST, CHINESE_JAPANESE, CueOptions, build_cues
@@ -40,6 +40,21 @@ def main_language(segments: list[Segment]) -> str:
     return max(seconds, key=seconds.get, default="en")
 
 
+def make_cues(
+    segments: list[Segment], language: str | None, chinese_script: str, max_line_chars: int | None
+) -> tuple[list[Segment], list[Dropped], list[Cue]]:
+    """The last stage: drop what Whisper invented, write Chinese in the script asked for, and group the
+    words into cues (for Chinese and Japanese, narrower ones). Also run on the units finished so far,
+    for the cues a person sees while the job runs."""
+    segments, dropped = clean_segments(segments)
+    segments = [convert_chinese_script([segment], chinese_script)[0] if segment.language == "zh" else segment
+                for segment in segments]
+    cue_options = cue_options_for(language or main_language(segments))
+    if max_line_chars:
+        cue_options = replace(cue_options, max_line_chars=max_line_chars)
+    return segments, dropped, build_cues(segments, cue_options)
+
+
 def transcribe_file(
     path: str | Path,
     pool: WorkerPool,
@@ -48,6 +63,7 @@ def transcribe_file(
     max_line_chars: int | None = None,
     chinese_script: str = DEFAULT_CHINESE_SCRIPT,
     on_progress: Callable[[Progress], None] | None = None,
+    on_cues: Callable[[list[Cue]], None] | None = None,
     all_workers: bool = True,
     cancel: threading.Event | None = None,
     blocks: Iterable[np.ndarray] | None = None,
@@ -57,7 +73,8 @@ def transcribe_file(
 
     `blocks` is the file's audio where the caller has decoded it already (as `stream_audio` does:
     16 kHz mono, one-minute blocks); otherwise the file is decoded here. The options are checked
-    before (`startup.job_options`)."""
+    before (`startup.job_options`). `on_cues` is given the cues of the units finished so far, each
+    time more are."""
     stages: dict[str, float] = {}
     started = time.perf_counter()
     job = pool.open_job(options, all_workers)
@@ -66,10 +83,14 @@ def transcribe_file(
     duration_s = declared_duration(path) if blocks is None else None
     expected_s = 0.0
     decoding = True
+    cues_shown_for = 0  # how many units were finished when the caller last got cues
 
     def report() -> None:
         """Tell the caller how far the job is: how much is decoded, transcribed and expected."""
-        nonlocal expected_s
+        nonlocal expected_s, cues_shown_for
+        if on_cues is not None and len(job.results) != cues_shown_for:
+            cues_shown_for = len(job.results)
+            on_cues(make_cues(job.finished_segments(), job.language, chinese_script, max_line_chars)[2])
         if on_progress is None:
             return
         decoded_s = samples / SAMPLE_RATE
@@ -123,16 +144,10 @@ def transcribe_file(
     stages["transcribe"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    segments, dropped = clean_segments(segments)
+    language = job.language or main_language(segments)
+    segments, dropped, cues = make_cues(segments, language, chinese_script, max_line_chars)
     for item in dropped:
         log.info("job %d: dropped %.1f-%.1f s %r: %s", job.id, item.start, item.end, item.text, item.reason)
-    language = job.language or main_language(segments)
-    segments = [convert_chinese_script([segment], chinese_script)[0] if segment.language == "zh" else segment
-                for segment in segments]
-    cue_options = cue_options_for(language)
-    if max_line_chars:
-        cue_options = replace(cue_options, max_line_chars=max_line_chars)
-    cues = build_cues(segments, cue_options)
     stages["cues"] = time.perf_counter() - started
 
     transcript = Transcript(

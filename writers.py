@@ -1,20 +1,29 @@
-"""Write a transcript as SRT, WebVTT, ASS, plain text or JSON (UTF-8, no byte-order mark)."""
+"""Write a transcript as SRT, WebVTT, ASS, plain text or JSON (UTF-8, no byte-order mark).
 
+With `word_highlight`, ASS and WebVTT also carry each word's time, so that players light up the word
+being spoken (karaoke style): ASS with `\\k` tags, WebVTT with inline timestamps (`<00:00:01.500>`).
+SRT has no way to say it.
+"""
+
+import html
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import pysubs2
 
-from datatypes import Transcript
+from datatypes import Cue, Transcript, Word
 
 FORMATS = ("srt", "vtt", "ass", "txt", "json")
+# ASS karaoke shows a word in the secondary colour until it is spoken, then in the primary one.
+SPOKEN = pysubs2.Color(255, 255, 255)
+NOT_YET_SPOKEN = pysubs2.Color(170, 170, 170)
 
 
-def render(transcript: Transcript, fmt: str) -> str:
+def render(transcript: Transcript, fmt: str, word_highlight: bool = False) -> str:
     """The transcript as the text of a file in format `fmt`."""
     if fmt in ("srt", "vtt", "ass"):
-        return _subtitle_file(transcript).to_string("srt" if fmt == "srt" else fmt)
+        return _subtitle_file(transcript, fmt, word_highlight).to_string(fmt)
     if fmt == "txt":
         return "".join(segment.text + "\n" for segment in transcript.segments)
     if fmt == "json":
@@ -30,18 +39,93 @@ def render(transcript: Transcript, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
-def write(transcript: Transcript, path: str | Path, fmt: str) -> Path:
+def write(transcript: Transcript, path: str | Path, fmt: str, word_highlight: bool = False) -> Path:
     path = Path(path)
-    path.write_text(render(transcript, fmt), encoding="utf-8")
+    path.write_text(render(transcript, fmt, word_highlight), encoding="utf-8")
     return path
 
 
-def _subtitle_file(transcript: Transcript) -> pysubs2.SSAFile:
+def _subtitle_file(transcript: Transcript, fmt: str, word_highlight: bool) -> pysubs2.SSAFile:
     subs = pysubs2.SSAFile()
     # A plain, readable default for ASS players: white text, dark outline, near the bottom.
-    subs.styles["Default"] = pysubs2.SSAStyle(fontname="Arial", fontsize=20, outline=2, shadow=0, marginv=24)
+    subs.styles["Default"] = pysubs2.SSAStyle(fontname="Arial", fontsize=20, outline=2, shadow=0, marginv=24,
+                                              primarycolor=SPOKEN, secondarycolor=NOT_YET_SPOKEN)
     for cue in transcript.cues:
-        subs.append(
-            pysubs2.SSAEvent(start=round(cue.start * 1000), end=round(cue.end * 1000), text=r"\N".join(cue.lines))
-        )
+        lines = _words_by_line(cue) if word_highlight and fmt != "srt" else None
+        if lines is None:  # no word timing asked for, or the words do not spell the lines
+            text = r"\N".join(_escaped(line, fmt) for line in cue.lines)
+        elif fmt == "ass":
+            text = _ass_karaoke(cue, lines)
+        else:
+            text = _vtt_karaoke(cue, lines)
+        subs.append(pysubs2.SSAEvent(start=_ms(cue.start), end=_ms(cue.end), text=text))
     return subs
+
+
+def _escaped(text: str, fmt: str) -> str:
+    # WebVTT is read like HTML: a bare "&" or "<" ("AT&T", "a < b") would break the cue.
+    return html.escape(text, quote=False) if fmt == "vtt" else text
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _letters(text: str) -> int:
+    return len("".join(text.split()))
+
+
+def _words_by_line(cue: Cue) -> list[list[tuple[str, Word]]] | None:
+    """Each line of `cue` as (the word as the line shows it, the word) pairs; None where the words do
+    not add up to the lines letter for letter."""
+    lines: list[list[tuple[str, Word]]] = []
+    words = iter(cue.words)
+    for line in cue.lines:
+        shown: list[tuple[str, Word]] = []
+        while _letters("".join(text for text, _ in shown)) < _letters(line):
+            word = next(words, None)
+            if word is None:
+                return None
+            shown.append((word.text, word))
+        if not shown or _letters("".join(text for text, _ in shown)) != _letters(line):
+            return None
+        if " " in line:  # words as Whisper spaced them; Chinese and Japanese lines have no spaces
+            shown[0] = (shown[0][0].lstrip(), shown[0][1])
+            shown[-1] = (shown[-1][0].rstrip(), shown[-1][1])
+        else:
+            shown = [(text.strip(), word) for text, word in shown]
+        lines.append(shown)
+    return lines if next(words, None) is None else None
+
+
+def _ass_karaoke(cue: Cue, lines: list[list[tuple[str, Word]]]) -> str:
+    r"""Each word after `{\kN}`: N centiseconds from when it is spoken until the next word is (the last
+    word: until it ends), so that one word is lit at a time; a silent `{\kN}` first for the time
+    between the cue's start and its first word."""
+    words = [word for line in lines for _, word in line]
+    starts = [max(round((word.start - cue.start) * 100), 0) for word in words]
+    ends = starts[1:] + [max(round((words[-1].end - cue.start) * 100), starts[-1])]
+    durations = iter(max(end - start, 0) for start, end in zip(starts, ends))
+    lead_in = f"{{\\k{starts[0]}}}" if starts[0] else ""
+    return lead_in + r"\N".join("".join(f"{{\\k{next(durations)}}}{text}" for text, _ in line) for line in lines)
+
+
+def _vtt_karaoke(cue: Cue, lines: list[list[tuple[str, Word]]]) -> str:
+    """Each word but the first after its start time, `<00:00:01.500>`, kept inside the cue and in order."""
+    pieces, latest, first = [], _ms(cue.start), True
+    for line in lines:
+        shown = []
+        for text, word in line:
+            if not first:
+                latest = min(max(_ms(word.start), latest), _ms(cue.end))
+                shown.append(f"<{_vtt_time(latest)}>")
+            first = False
+            shown.append(_escaped(text, "vtt"))
+        pieces.append("".join(shown))
+    return r"\N".join(pieces)
+
+
+def _vtt_time(ms: int) -> str:
+    seconds, ms = divmod(ms, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}:{seconds:02d}.{ms:03d}"

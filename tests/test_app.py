@@ -14,6 +14,7 @@ import srt
 from gradio_client import Client, handle_file
 from playwright.sync_api import expect, sync_playwright
 
+from conftest import make_media
 from helpers import ROOT, get_json, start_app, word_error_rate, worker_pids
 
 pytestmark = pytest.mark.browser
@@ -47,14 +48,52 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 1000})
+def open_page(browser, server, width: int, height: int):
+    context = browser.new_context(accept_downloads=True, viewport={"width": width, "height": height})
     page = context.new_page()
     page.goto(server.url)
     page.wait_for_selector("#run")
+    return context, page
+
+
+@pytest.fixture
+def page(browser, server):
+    context, page = open_page(browser, server, 1280, 1000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def phone(browser, server):
+    """The page on a phone's screen: 390 px wide."""
+    context, page = open_page(browser, server, 390, 844)
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def films(ffmpeg, jfk, tmp_path_factory) -> dict[str, Path]:
+    """jfk's speech under a test picture, as H.264 in MP4 and as VP9 in WebM."""
+    folder = tmp_path_factory.mktemp("films")
+    picture = ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-i", str(jfk[0]), "-shortest"]
+    make_media(ffmpeg, *picture, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(folder / "speech.mp4"))
+    make_media(ffmpeg, *picture, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus",
+               str(folder / "speech.webm"))
+    return {"mp4": folder / "speech.mp4", "webm": folder / "speech.webm"}
+
+
+def played_video(page) -> dict:
+    """The player's video: its length, and its caption track's address and cues."""
+    page.wait_for_function("() => { const v = document.querySelector('#video video'); return v && v.readyState >= 1 "
+                           "&& v.textTracks.length; }", timeout=30_000)
+    return page.evaluate("""async () => {
+        const video = document.querySelector('#video video');
+        const track = video.querySelector('track');
+        video.textTracks[0].mode = 'hidden';  // loads the cues without showing them
+        for (let i = 0; i < 50 && !(video.textTracks[0].cues || []).length; i++) await new Promise(r => setTimeout(r, 100));
+        return {duration: video.duration, track: track.src, kind: track.kind,
+                cues: [...video.textTracks[0].cues].map(cue => cue.text)};
+    }""")
 
 
 def upload_and_run(page, path: Path) -> None:
@@ -90,8 +129,11 @@ def test_upload_multi_gpu_transcribe_and_download(page, server, jfk):
     cues = list(srt.parse(Path(download.value.path()).read_text(encoding="utf-8")))
     assert word_error_rate(jfk[1], " ".join(cue.content for cue in cues)) <= 0.10
     assert cues[-1].end.total_seconds() <= 11.1
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "app-after-transcription.png"), full_page=True)
+    # The cue table: each subtitle with its times, to a tenth of a second, and a copy button.
+    table = page.locator("#cues")
+    expect(table).to_contain_text("00:00.")
+    expect(table).to_contain_text(re.compile(r"And,? so,? my fellow Americans"))
+    expect(table.locator("button[aria-label*=Copy i]").first).to_be_attached()
 
 
 def test_bad_file_shows_an_error_and_the_next_file_works(page, jfk, tmp_path):
@@ -137,7 +179,9 @@ def test_gradio_client_round_trip_and_no_direct_post(server, jfk, tmp_path):
     client = Client(server.url + "/", verbose=False, download_files=str(tmp_path))
     result = client.predict(upload=handle_file(str(jfk[0])), recording=None, formats=["srt", "vtt"],
                             api_name="/transcribe")
-    summary, text, *_players, srt_button, vtt_button, _ass, _txt, _json, _zip, _files = result
+    summary, text, *_players, srt_button, vtt_button, _ass, _txt, _json, _zip, _files, cue_table = result
+    assert cue_table["value"]["headers"] == ["Start", "End", "Subtitle"]
+    assert [row[2].replace("\n", " ") for row in cue_table["value"]["data"]] == text.splitlines()
     assert "realtime" in summary and word_error_rate(jfk[1], text) <= 0.10
     assert Path(srt_button["value"]).name == "jfk.srt" and Path(vtt_button["value"]).name == "jfk.vtt"
     request = urllib.request.Request(server.url + "/gradio_api/run/transcribe", data=b'{"data": []}',
@@ -241,3 +285,45 @@ def test_progress_names_each_workers_state(page, server, composition):
     expect(page.locator("body")).to_contain_text(
         re.compile(r"Transcribing: cpu #1 (busy|idle), cpu #2 (busy|idle)"), timeout=60_000)
     wait_for_summary(page)
+
+
+def test_a_video_plays_with_our_webvtt_track_and_highlighted_words(page, server, films, jfk):
+    page.check("#word-highlight input")
+    upload_and_run(page, films["mp4"])
+    wait_for_summary(page)
+    video = played_video(page)
+    assert 10.5 < video["duration"] < 13.5
+    # Our own WebVTT, from the job's folder: not Gradio's conversion of the SRT.
+    assert video["kind"] == "captions" and video["track"].endswith("/speech.player.vtt")
+    words = re.sub(r"<[^>]+>", "", " ".join(video["cues"]))
+    assert word_error_rate(jfk[1], words) <= 0.10 and "-->" not in words
+    assert all(re.search(r"<00:00:\d\d\.\d{3}>", cue) for cue in video["cues"])  # each word's time
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-1280.png"), full_page=True)
+
+
+def test_on_a_phone_the_menus_stack_and_the_page_scrolls_to_the_progress(phone, server, films, jfk):
+    language, model = (phone.locator(f"{box} input").bounding_box() for box in ("#language", "#model"))
+    assert model["y"] >= language["y"] + language["height"]  # one under the other: the model's name has room
+    assert phone.evaluate("() => document.querySelector('#model input').scrollWidth "
+                          "<= document.querySelector('#model input').clientWidth")
+    upload_and_run(phone, films["webm"])
+    expect(phone.locator("#summary")).to_be_in_viewport(timeout=5_000)  # the settings scrolled away
+    wait_for_summary(phone)
+    video = played_video(phone)
+    assert 10.5 < video["duration"] < 13.5
+    assert word_error_rate(jfk[1], " ".join(video["cues"])) <= 0.10  # plain cues: no word highlight asked
+    ARTIFACTS.mkdir(exist_ok=True)
+    phone.screenshot(path=str(ARTIFACTS / "page-390.png"), full_page=True)
+
+
+def test_cues_show_while_a_long_job_runs(page, server, long_talk):
+    page.uncheck("#multi-gpu input")  # one worker: a job of about 15 s
+    upload_and_run(page, long_talk)
+    # Text and its cue table while the summary has no result yet: checked at one moment, in the page.
+    page.wait_for_function("""() => document.querySelector('#text textarea').value.length > 0
+        && document.querySelector('#cues').innerText.includes('The quick')
+        && !document.querySelector('#summary').innerText.includes('realtime')""", timeout=60_000)
+    early = page.input_value("#text textarea").count("\n")
+    wait_for_summary(page)
+    assert page.input_value("#text textarea").count("\n") > early

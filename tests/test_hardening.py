@@ -28,12 +28,12 @@ SECRET_WORDS = ("americans", "country")  # what the server's own media file (jfk
 
 
 def inputs(upload=None, recording=None, **changes) -> list:
-    """The transcribe event's 16 inputs, in the page's order, with the page's defaults."""
+    """The transcribe event's 17 inputs, in the page's order, with the page's defaults."""
     values = {
         "upload": upload, "recording": recording, "multi_gpu": False, "language": "auto", "task": "transcribe",
         "model": MODEL, "formats": ["srt"], "vad_threshold": 0.5, "initial_prompt": "", "hotwords": "",
         "line_chars": 42, "chinese_script": "Taiwan Traditional", "link": "", "files": None, "folder": None,
-        "several_languages": False,
+        "several_languages": False, "word_highlight": False,
     }
     values.update(changes)
     return list(values.values())

@@ -1,16 +1,18 @@
 """The command-line pipeline on real audio with the real tiny.en model."""
 
 import json
+import re
 import threading
 
 import numpy as np
+import pysubs2
 import pytest
 import srt
 import webvtt
 
 import speech
 from audio import load_audio
-from datatypes import BLOCK_SAMPLES, SAMPLE_RATE
+from datatypes import BLOCK_SAMPLES, SAMPLE_RATE, TranscribeOptions
 from conftest import make_media
 from helpers import run_cli, word_error_rate
 from pipeline import transcribe_file
@@ -90,6 +92,39 @@ def test_writers_parse_with_independent_readers(composition_transcript, tmp_path
     dialogue = [line.split(",,", 2)[-1] for line in render(composition_transcript, "ass").splitlines()
                 if line.startswith("Dialogue:")]
     assert dialogue == [cue.text.replace("\n", "\\N") for cue in composition_transcript.cues]
+
+
+def test_word_highlight_on_real_words_keeps_the_text_and_times_every_word(composition_transcript, tmp_path):
+    cues = composition_transcript.cues
+    vtt_path = tmp_path / "karaoke.vtt"
+    vtt_path.write_text(render(composition_transcript, "vtt", word_highlight=True), encoding="utf-8")
+    captions = webvtt.read(vtt_path)
+    assert len(captions) == len(cues)
+    for caption, cue in zip(captions, cues):
+        stamps = [webvtt_seconds(stamp) for stamp in re.findall(r"<(\d\d:\d\d:\d\d\.\d{3})>", caption.raw_text)]
+        assert len(stamps) == len(cue.words) - 1  # every word but the first, which starts the cue
+        assert stamps == sorted(stamps) and all(cue.start <= stamp <= cue.end for stamp in stamps)
+        assert re.sub(r"<[^>]+>", "", caption.raw_text) == cue.text
+    dialogue = [line.split(",,", 2)[-1] for line in render(composition_transcript, "ass", word_highlight=True).splitlines()
+                if line.startswith("Dialogue:")]
+    for text, cue in zip(dialogue, cues, strict=True):
+        syllables = [int(k) for k in re.findall(r"\{\\k(\d+)\}", text)]
+        assert len(syllables) in (len(cue.words), len(cue.words) + 1)  # + the wait for the first word
+        assert abs(sum(syllables) / 100 - (cue.words[-1].end - cue.start)) <= 0.01 * len(syllables)
+        assert re.sub(r"\{[^}]*\}", "", text).replace("\\N", "\n") == cue.text
+
+
+def webvtt_seconds(stamp: str) -> float:
+    hours, minutes, seconds = stamp.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def test_cues_are_given_as_units_finish(two_workers, composition):
+    shown = []
+    transcript = transcribe_file(composition[0], two_workers, TranscribeOptions(batch_size=1), on_cues=shown.append)
+    assert len(shown) >= 2  # its three units come in three batches, some at once
+    assert [len(cues) for cues in shown] == sorted(len(cues) for cues in shown) and 0 < len(shown[0]) < len(shown[-1])
+    assert [cue.text for cue in shown[-1]] == [cue.text for cue in transcript.cues]
 
 
 def test_units_never_cut_speech_and_fit_whisper_window(composition):
@@ -185,6 +220,16 @@ def test_cli_writes_srt_for_jfk(jfk, tmp_path):
     assert "model loaded" in result.stderr
 
 
+def test_cli_word_highlight_writes_karaoke_ass(jfk, tmp_path):
+    out = tmp_path / "jfk.ass"
+    result = run_cli(jfk[0], "-o", out, "--word-highlight", "--devices", "cpu")
+    assert result.returncode == 0, result.stderr
+    events = pysubs2.load(str(out))
+    assert events.styles["Default"].secondarycolor != events.styles["Default"].primarycolor  # words not yet sung
+    assert all(r"{\k" in event.text for event in events)
+    assert word_error_rate(jfk[1], " ".join(event.plaintext for event in events)) <= 0.10
+
+
 def test_cli_several_inputs_into_a_folder_in_vtt(jfk, composition, tmp_path):
     result = run_cli(jfk[0], composition[0], "-o", tmp_path / "subs", "--format", "vtt", "--quiet")
     assert result.returncode == 0, result.stderr
@@ -232,6 +277,7 @@ def test_cli_checks_inputs_and_options_before_loading_a_model(jfk, tmp_path):
         "unknown language 'xx'": [jfk[0], "--language", "xx"],
         "ends in .srt but --format is vtt": [jfk[0], "-o", tmp_path / "out.srt", "--format", "vtt"],
         "no NVIDIA GPU found for cuda:0; use --devices cpu": [jfk[0], "--devices", "cuda:0"],
+        "--word-highlight needs ASS or WebVTT, not srt": [jfk[0], "-o", tmp_path / "out.srt", "--word-highlight"],
     }
     for message, args in cases.items():
         result = run_cli(*args, "--devices", "cpu") if "--devices" not in args else run_cli(*args)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from cleanup import clean_segments, collapse_loops, convert_chinese_script
 from datatypes import Segment, Transcript, Word
 from helpers import ROOT
-from subtitles import BROADCAST, CHINESE_JAPANESE, build_cues, width
+from subtitles import BROADCAST, CHINESE_JAPANESE, CueOptions, build_cues, width
 from writers import render
 
 
@@ -247,3 +247,34 @@ def test_cue_rules_cleanup_and_writers_load_no_engine():
              "print(sorted(m for m in ('ctranslate2', 'faster_whisper', 'av', 'torch') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_word_highlight_times_each_word_in_ass_and_webvtt():
+    words = timed("Hello there, AT&T and", start=1.0, word_s=0.4, pause_s=0.1) + timed("friends.", start=3.5, word_s=0.5)
+    segments = [segment(words)]
+    transcript = Transcript("talk.wav", 5.0, 3.0, "en", segments, build_cues(segments), [], {}, 1)
+    ass = [line for line in render(transcript, "ass", word_highlight=True).splitlines() if line.startswith("Dialogue:")]
+    # A word lit from its start until the next one starts (the last: until it ends), in centiseconds.
+    assert ass == ["Dialogue: 0,0:00:01.00,0:00:04.00,Default,,0,0,0,,"
+                   r"{\k50}Hello{\k50} there,{\k50} AT&T{\k100} and{\k50} friends."]
+    vtt = render(transcript, "vtt", word_highlight=True)
+    assert ("00:00:01.000 --> 00:00:04.000\nHello<00:00:01.500> there,<00:00:02.000> AT&amp;T"
+            "<00:00:02.500> and<00:00:03.500> friends.\n") in vtt
+    # Without it: the plain lines (WebVTT escaped, as HTML), and SRT never carries word times.
+    assert "\nHello there, AT&amp;T and friends.\n" in render(transcript, "vtt")
+    assert render(transcript, "srt", word_highlight=True) == render(transcript, "srt")
+
+
+def test_word_highlight_on_two_lines_a_lead_in_and_chinese():
+    words = timed("one two three four five six seven eight", start=2.0, word_s=0.25)
+    transcript = Transcript("talk.wav", 6.0, 3.0, "en", [segment(words)],
+                            build_cues([segment(words)], CueOptions(max_line_chars=30)), [], {}, 1)
+    cue = transcript.cues[0]
+    assert len(cue.lines) == 2
+    cue.start = 1.8  # shown before its first word, as a short cue may be
+    ass = render(transcript, "ass", word_highlight=True).splitlines()[-1].split(",,", 2)[-1]
+    assert ass.startswith(r"{\k20}{\k25}one{\k25} two")
+    assert r"\N{\k25}" in ass and ass.replace(r"\N", "\n").replace("{", "<").count("<") == len(words) + 1
+    chinese = timed("你好世界。", start=0.5, word_s=0.3, chinese=True)
+    zh = Transcript("talk.wav", 3.0, 1.5, "zh", [segment(chinese)], build_cues([segment(chinese)], CHINESE_JAPANESE), [], {}, 1)
+    assert "\n你<00:00:00.800>好<00:00:01.100>世<00:00:01.400>界<00:00:01.700>。\n" in render(zh, "vtt", word_highlight=True)
