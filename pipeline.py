@@ -8,13 +8,13 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from audio import declared_duration, stream_audio
 from cleanup import DEFAULT_CHINESE_SCRIPT, clean_segments, convert_chinese_script
-from datatypes import SAMPLE_RATE, Cue, Dropped, Segment, TranscribeOptions, Transcript
+from datatypes import SAMPLE_RATE, Cue, Dropped, Segment, TranscribeOptions, Transcript, WorkUnit
 from dispatcher import Progress
 from parallel_transcriber import WorkerPool
 from subtitles import BROADCAST, CHINESE_JAPANESE, CueOptions, build_cues
@@ -40,19 +40,27 @@ def main_language(segments: list[Segment]) -> str:
     return max(seconds, key=seconds.get, default="en")
 
 
+def silences_between(units: list[WorkUnit], speech_pad_s: float) -> list[tuple[float, float]]:
+    """Where the VAD heard nobody, between the units' speech spans: each gap widened by the padding
+    the VAD put on both sides of every span."""
+    spans = sorted(span for unit in units for span in unit.spans)
+    return [(end - speech_pad_s, start + speech_pad_s) for (_, end), (start, _) in zip(spans, spans[1:])]
+
+
 def make_cues(
-    segments: list[Segment], language: str | None, chinese_script: str, max_line_chars: int | None
+    segments: list[Segment], language: str | None, chinese_script: str, max_line_chars: int | None,
+    silences: Sequence[tuple[float, float]] = (),
 ) -> tuple[list[Segment], list[Dropped], list[Cue]]:
     """The last stage: drop what Whisper invented, write Chinese in the script asked for, and group the
-    words into cues (for Chinese and Japanese, narrower ones). Also run on the units finished so far,
-    for the cues a person sees while the job runs."""
+    words into cues (for Chinese and Japanese, narrower ones), breaking at `silences` too. Also run on
+    the units finished so far, for the cues a person sees while the job runs."""
     segments, dropped = clean_segments(segments)
     segments = [convert_chinese_script([segment], chinese_script)[0] if segment.language == "zh" else segment
                 for segment in segments]
     cue_options = cue_options_for(language or main_language(segments))
     if max_line_chars:
         cue_options = replace(cue_options, max_line_chars=max_line_chars)
-    return segments, dropped, build_cues(segments, cue_options)
+    return segments, dropped, build_cues(segments, cue_options, silences)
 
 
 def transcribe_file(
@@ -90,7 +98,8 @@ def transcribe_file(
         nonlocal expected_s, cues_shown_for
         if on_cues is not None and len(job.results) != cues_shown_for:
             cues_shown_for = len(job.results)
-            on_cues(make_cues(job.finished_segments(), job.language, chinese_script, max_line_chars)[2])
+            silences = silences_between(job.units, vad_options.speech_pad_ms / 1000)
+            on_cues(make_cues(job.finished_segments(), job.language, chinese_script, max_line_chars, silences)[2])
         if on_progress is None:
             return
         decoded_s = samples / SAMPLE_RATE
@@ -145,7 +154,8 @@ def transcribe_file(
 
     started = time.perf_counter()
     language = job.language or main_language(segments)
-    segments, dropped, cues = make_cues(segments, language, chinese_script, max_line_chars)
+    silences = silences_between(job.units, vad_options.speech_pad_ms / 1000)
+    segments, dropped, cues = make_cues(segments, language, chinese_script, max_line_chars, silences)
     for item in dropped:
         log.info("job %d: dropped %.1f-%.1f s %r: %s", job.id, item.start, item.end, item.text, item.reason)
     stages["cues"] = time.perf_counter() - started

@@ -6,7 +6,9 @@ but never linger over silence, a gap between cues, and a new cue at each sentenc
 
 import re
 import unicodedata
+from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Sequence
 
 from datatypes import Cue, Segment, Word
 
@@ -15,9 +17,20 @@ CLAUSE_ENDS = (",", ";", ":", "，", "；", "：", "、")
 # A pause this long between two words is a natural place for a new cue; after a comma, a shorter one.
 PAUSE_BREAK_S = 1.0
 CLAUSE_PAUSE_BREAK_S = 0.3
-# Words whose period is no sentence end: titles before names, and short forms read inside a sentence
-# (English, and the commonest German ones), compared without case and without the last period.
-ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr", "vs", "no", "nr", "e.g", "i.e", "z.b", "d.h", "bzw"}
+# Words whose period is no sentence end: titles before names, and short forms read inside a sentence,
+# compared without case and without the last period. English, German, French, Spanish, Italian,
+# Portuguese and Dutch; short forms of two letters with periods ("z.B.", "т.е.") are INITIALS.
+ABBREVIATIONS = {
+    "dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "approx",  # English
+    "hr", "fr", "bzw", "ca", "vgl", "evtl", "ggf", "inkl", "sog",  # German (Herr, Frau, ...)
+    "mme", "mlle", "env",  # French (Madame, Mademoiselle, environ)
+    "sra", "srta", "dra", "ud", "uds",  # Spanish (Sra., Dra. in Portuguese too)
+    "sig", "sigra", "dott", "ing", "avv",  # Italian
+    "dhr", "mevr", "ir",  # Dutch
+}
+# Short forms that are no sentence end only before a number ("No. 5", "Nr. 3", "p. 12"): "I said no."
+# ends one.
+BEFORE_NUMBERS = {"no", "nr", "nº", "p", "pp", "pág", "s", "art", "fig", "vol"}
 INITIALS = re.compile(r"(?:[^\W\d_]\.){2,}")  # U.S., U.K., J.R.R.
 
 
@@ -38,14 +51,35 @@ BROADCAST = CueOptions()
 CHINESE_JAPANESE = CueOptions(max_line_chars=16, max_chars_per_second=17.0, join_without_spaces=True)
 
 
-def build_cues(segments: list[Segment], options: CueOptions = BROADCAST) -> list[Cue]:
-    """Group every word, once and in order, into cues that obey `options`; a cue holds one language."""
+def pauses_after(words: list[Word], silences: Sequence[tuple[float, float]] = ()) -> list[float]:
+    """How long people paused after each word (after the last: forever). What the words' times say,
+    or, where Whisper has stretched a word over the silence next to it (it often does, and then its
+    times show no pause), the silence the VAD found there: each silence (start, end, in seconds of the
+    file) counts at the junction of two words nearest its middle."""
+    pauses = [later.start - earlier.end for earlier, later in zip(words, words[1:])] + [float("inf")]
+    junctions = [(earlier.end + later.start) / 2 for earlier, later in zip(words, words[1:])]
+    for start, end in silences:
+        index = bisect_left(junctions, (start + end) / 2)
+        nearest = min((i for i in (index - 1, index) if 0 <= i < len(junctions)),
+                      key=lambda i: abs(junctions[i] - (start + end) / 2), default=None)
+        if nearest is not None:
+            # Only the part of the silence between the two words' starts and ends.
+            heard = min(end, words[nearest + 1].end) - max(start, words[nearest].start)
+            pauses[nearest] = max(pauses[nearest], heard)
+    return pauses
+
+
+def build_cues(segments: list[Segment], options: CueOptions = BROADCAST,
+               silences: Sequence[tuple[float, float]] = ()) -> list[Cue]:
+    """Group every word, once and in order, into cues that obey `options`; a cue holds one language.
+    `silences` are where the VAD found no speech: pauses that the words' times may hide."""
     spoken = [(word, segment.language) for segment in segments for word in segment.words if word.text.strip()]
     words = [word for word, _ in spoken]
+    pauses = pauses_after(words, silences)
     groups: list[list[Word]] = []
     for index, (word, language) in enumerate(spoken):
         current = groups[-1] if groups else None
-        if current is None or language != spoken[index - 1][1] or _starts_new_cue(current, word, words[index:], options):
+        if current is None or language != spoken[index - 1][1] or _starts_new_cue(current, words, pauses, index, options):
             groups.append([word])
         elif _fits(current + [word], options):
             current.append(word)
@@ -56,14 +90,13 @@ def build_cues(segments: list[Segment], options: CueOptions = BROADCAST) -> list
     return cues
 
 
-def _starts_new_cue(current: list[Word], word: Word, rest: list[Word], options: CueOptions) -> bool:
-    """Whether `word` (the first of `rest`, the words still to place) opens a new cue after `current`."""
-    previous = current[-1]
-    pause = word.start - previous.end
+def _starts_new_cue(current: list[Word], words: list[Word], pauses: list[float], index: int, options: CueOptions) -> bool:
+    """Whether `words[index]` opens a new cue after `current`, which ends with the word before it."""
+    previous, word, pause = current[-1], words[index], pauses[index - 1]
     return (
         ends_sentence(previous, word)
         or (previous.text.strip().endswith(CLAUSE_ENDS) and pause >= CLAUSE_PAUSE_BREAK_S
-            and _readable(current, options) and _readable(_rest_of_sentence(rest), options))
+            and _readable(current, options) and _readable(_rest_of_sentence(words, pauses, index), options))
         or pause >= PAUSE_BREAK_S
     )
 
@@ -81,7 +114,7 @@ def ends_sentence(word: Word, following: Word | None = None) -> bool:
             return False
         if following is not None:
             after = following.text.strip()
-            if (stem.isdigit() and after[:1].isdigit()) or after[:1].islower():
+            if ((stem.isdigit() or stem in BEFORE_NUMBERS) and after[:1].isdigit()) or after[:1].islower():
                 return False
     return True
 
@@ -93,13 +126,13 @@ def _readable(words: list[Word], options: CueOptions) -> bool:
     return width(join_words(words, options), options) >= options.max_line_chars / 2
 
 
-def _rest_of_sentence(words: list[Word]) -> list[Word]:
-    """The words up to the next sentence end or long pause."""
-    for index, word in enumerate(words):
+def _rest_of_sentence(words: list[Word], pauses: list[float], start: int) -> list[Word]:
+    """The words from `words[start]` up to the next sentence end or long pause."""
+    for index in range(start, len(words)):
         following = words[index + 1] if index + 1 < len(words) else None
-        if following is None or ends_sentence(word, following) or following.start - word.end >= PAUSE_BREAK_S:
-            return words[: index + 1]
-    return words
+        if following is None or ends_sentence(words[index], following) or pauses[index] >= PAUSE_BREAK_S:
+            return words[start : index + 1]
+    return words[start:]
 
 
 def width(text: str, options: CueOptions) -> float:

@@ -32,6 +32,9 @@ STRETCH_FRAMES = 7500  # 4 min
 # far below the 5e-5 by which Silero's own TorchScript and ONNX models differ.
 FIXUP_FRAMES = 256
 AGREEMENT = 1e-5
+# A full unit ends at the longest pause after this share of Whisper's window: full enough that the
+# speech needs few more windows than packed end to end, free enough to end where a sentence does.
+MIN_UNIT_FILL = 0.75
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,11 @@ def _last_safe_cut(probabilities: np.ndarray, options: VadOptions) -> int:
 
 
 class _UnitGrouper:
-    """Packs speech spans, in time order, into units of at most `max_speech_duration_s`."""
+    """Packs speech spans, in time order, into units of at most `max_speech_duration_s`.
+
+    A unit that is full ends at the longest pause in its last part (where a sentence most likely
+    ends), not simply before the span that did not fit: Whisper reads each unit without the text
+    before it, and a sentence cut in two loses words at the cut."""
 
     def __init__(self, options: VadOptions, new_unit_after_pause_s: float | None = None):
         self.max_samples = int(options.max_speech_duration_s * SAMPLE_RATE)
@@ -249,19 +256,35 @@ class _UnitGrouper:
         self.index = 0
 
     def add(self, start: int, end: int, samples: np.ndarray) -> Iterator[WorkUnit]:
-        size = sum(len(piece) for piece in self.pieces) + len(self.joint) * len(self.pieces)
         paused = self.spans and self.new_unit_after is not None and start - self.spans[-1][1] >= self.new_unit_after
-        if self.spans and (size + len(samples) > self.max_samples or paused):
+        if paused:
             yield from self.flush()
+        elif self.spans and self._size(self.pieces + [samples]) > self.max_samples:
+            yield from self.flush(self._cut(start, samples))
         self.spans.append((start, end))
         self.pieces.append(samples)
 
-    def flush(self) -> Iterator[WorkUnit]:
-        if not self.spans:
+    def _size(self, pieces: list[np.ndarray]) -> int:
+        return sum(len(piece) for piece in pieces) + len(self.joint) * (len(pieces) - 1)
+
+    def _cut(self, start: int, samples: np.ndarray) -> int:
+        """How many of the spans held go into the full unit: those before the longest pause that leaves
+        the unit at least MIN_UNIT_FILL full (fewer windows for the same speech) and lets the spans
+        after it, with the new one, fit into the next unit."""
+        gaps = [later[0] - earlier[1] for earlier, later in zip(self.spans, self.spans[1:] + [(start, start)])]
+        fitting = [count for count in range(1, len(self.spans) + 1)
+                   if self._size(self.pieces[:count]) >= MIN_UNIT_FILL * self.max_samples
+                   and self._size(self.pieces[count:] + [samples]) <= self.max_samples]
+        # Of equally long pauses, the latest: the fuller unit.
+        return max(fitting, key=lambda count: (gaps[count - 1], count), default=len(self.spans))
+
+    def flush(self, count: int | None = None) -> Iterator[WorkUnit]:
+        """The first `count` spans held (all by default) as the next unit."""
+        count = len(self.spans) if count is None else count
+        if not count:
             return
-        audio = np.concatenate([piece for samples in self.pieces for piece in (self.joint, samples)][1:])
-        spans = [(start / SAMPLE_RATE, end / SAMPLE_RATE) for start, end in self.spans]
+        audio = np.concatenate([piece for samples in self.pieces[:count] for piece in (self.joint, samples)][1:])
+        spans = [(start / SAMPLE_RATE, end / SAMPLE_RATE) for start, end in self.spans[:count]]
         yield WorkUnit(index=self.index, spans=spans, audio=audio)
         self.index += 1
-        self.spans, self.pieces = [], []
-
+        self.spans, self.pieces = self.spans[count:], self.pieces[count:]

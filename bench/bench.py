@@ -4,6 +4,7 @@
     python bench/bench.py talk.flac --reference talk.txt --model large-v3-turbo --devices cuda:0,cuda:1
     python bench/bench.py talk.flac --repeat 6 --model /tmp/turbo --devices cuda:0 --fixed-tokens 100
     python bench/bench.py --devices 'cpu*2' --ray-address 127.0.0.1:6379   # also (e): the same workers as Ray actors
+    python bench/bench.py --long-sentences --minutes 5   # sentences longer than the pauses in them
 
 Runs, on the same model and device: (a) faster-whisper's sequential `WhisperModel.transcribe` with its VAD,
 (b) its `BatchedInferencePipeline` (batch 16), (c) this project with one worker, (d) with all workers
@@ -43,6 +44,7 @@ from pipeline import transcribe_file  # noqa: E402
 from startup import start_pool  # noqa: E402
 from reference_vad import silero_spans, unit_spans  # noqa: E402
 from transcriber import WhisperTranscriber  # noqa: E402
+import vad_splitter  # noqa: E402
 from vad_splitter import split_audio  # noqa: E402
 
 # The GPU kit puts an empty stand-in module where PyAV is not installed.
@@ -62,6 +64,27 @@ def generate_talk(path: Path, minutes: float) -> str:
         pieces += [voices[sentence], pause]
         texts.append(sentence)
         seconds += (len(voices[sentence]) + len(pause)) / SAMPLE_RATE
+    soundfile.write(path, np.concatenate(pieces), SAMPLE_RATE)
+    return " ".join(texts)
+
+
+def generate_long_sentences(path: Path, minutes: float) -> str:
+    """A long file of long sentences, each three of the test sentences joined into one ("..., while
+    ..., because ...") and spoken a clause at a time: 0.35-0.6 s between clauses, 0.8-1.2 s between
+    sentences. Units cut at any pause split sentences; returns its text."""
+    import speech
+
+    random = np.random.default_rng(2)
+    long_enough = [sentence for sentence in speech.SENTENCES if len(sentence.split()) > 2]
+    pieces, texts, seconds = [speech.silence(1.0)], [], 1.0
+    while seconds < minutes * 60:
+        chosen = [sentence.rstrip(".?") for sentence in random.choice(long_enough, 3, replace=False)]
+        clauses = [chosen[0], "while " + chosen[1][0].lower() + chosen[1][1:], "because " + chosen[2][0].lower() + chosen[2][1:] + "."]
+        for number, clause in enumerate(clauses):
+            pause = float(random.uniform(0.35, 0.6) if number < 2 else random.uniform(0.8, 1.2))
+            pieces += [speech.speak(clause), speech.silence(pause)]
+            seconds += (len(pieces[-2]) + len(pieces[-1])) / SAMPLE_RATE
+        texts.append(", ".join(clauses))
     soundfile.write(path, np.concatenate(pieces), SAMPLE_RATE)
     return " ".join(texts)
 
@@ -164,6 +187,9 @@ def prepare_audio(args: argparse.Namespace, work: Path) -> tuple[Path, str | Non
     """The file to run on (generated, or given and repeated `--repeat` times) and its text if known."""
     if args.audio:
         path, reference = Path(args.audio), Path(args.reference).read_text() if args.reference else None
+    elif args.long_sentences:
+        path = work / f"long-sentences-{args.minutes:g}min.flac"
+        reference = generate_long_sentences(path, args.minutes)
     else:
         path = work / f"talk-{args.minutes:g}min.flac"
         reference = generate_talk(path, args.minutes)
@@ -179,7 +205,12 @@ def main() -> None:
     parser.add_argument("audio", nargs="?", help="a long file (default: generate a 10-minute one)")
     parser.add_argument("--reference", help="a text file with what is said in AUDIO")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the generated file")
+    parser.add_argument("--long-sentences", action="store_true",
+                        help="generate long sentences spoken a clause at a time instead (accuracy where units cut sentences)")
     parser.add_argument("--repeat", type=int, default=1, help="run on the file played this many times over")
+    parser.add_argument("--unit-fill", type=float, default=vad_splitter.MIN_UNIT_FILL,
+                        help="a full unit ends at the longest pause once this full (1.0: just before the span "
+                        "that does not fit, the earlier packing)")
     parser.add_argument("--model", help="default: the project's default model")
     parser.add_argument("--devices", default="auto",
                         help="for (d) (auto: every GPU, else one CPU worker per core); (a), (b) and (c) use the first")
@@ -196,6 +227,7 @@ def main() -> None:
     work = ROOT / "bench" / "out"
     work.mkdir(parents=True, exist_ok=True)
     path, reference = prepare_audio(args, work)
+    vad_splitter.MIN_UNIT_FILL = args.unit_fill
     model_path = resolve_model(args.model)
     devices = parse_devices(args.devices)
     kind, _, index = devices[0].partition(":")

@@ -70,14 +70,14 @@ def tone(seconds: float, frequency: float = 440.0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * frequency * times)).astype(np.float32)
 
 
-def compose(pieces: list[str | np.ndarray]) -> tuple[np.ndarray, list[Placed]]:
-    """Join spoken sentences (str) and ready-made sounds (arrays); return the audio and where each
-    sentence was placed."""
+def compose(pieces: list[str | np.ndarray], voice: str = "en-us") -> tuple[np.ndarray, list[Placed]]:
+    """Join spoken sentences (str, in espeak-ng's `voice`) and ready-made sounds (arrays); return the
+    audio and where each sentence was placed."""
     chunks: list[np.ndarray] = []
     placed: list[Placed] = []
     position = 0
     for piece in pieces:
-        samples = speak(piece) if isinstance(piece, str) else piece
+        samples = speak(piece, voice) if isinstance(piece, str) else piece
         if isinstance(piece, str):
             placed.append(Placed(piece, position / SAMPLE_RATE, (position + len(samples)) / SAMPLE_RATE))
         chunks.append(samples)

@@ -4,11 +4,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import opencc
 import pytest
 
 import models
 import speech
+from cue_rules import assert_cues_obey_the_rules
+from datatypes import TranscribeOptions
 from helpers import get_json, run_cli, start_app, word_error_rate
+from parallel_transcriber import ModelSpec, ParallelTranscriber
+from pipeline import transcribe_file
+from subtitles import BROADCAST, CHINESE_JAPANESE, PAUSE_BREAK_S
 
 pytestmark = pytest.mark.slow  # the base model: several times tiny.en's work
 
@@ -113,3 +119,52 @@ def test_several_languages_need_a_multilingual_model_and_no_fixed_language(engli
     assert english_only.returncode == 2 and "English-only: for several languages" in english_only.stderr
     fixed = run_cli(english_german_english, "--model", "base", "--multilingual", "--language", "de")
     assert fixed.returncode == 2 and "leave the language at auto" in fixed.stderr
+
+
+@pytest.fixture(scope="module")
+def base_worker():
+    with ParallelTranscriber(ModelSpec(models.resolve_model("base"), name="base"), ["cpu"]) as pool:
+        yield pool
+
+
+def all_words(transcript) -> list:
+    return [word for segment in transcript.segments for word in segment.words]
+
+
+def test_base_words_on_the_test_sentences_make_cues_that_obey_the_rules(base_worker, composition):
+    transcript = transcribe_file(composition[0], base_worker)
+    assert word_error_rate(" ".join(placed.text for placed in composition[1]), " ".join(c.text for c in transcript.cues)) <= 0.15
+    assert_cues_obey_the_rules(transcript.cues, all_words(transcript), BROADCAST)
+
+
+# Pinyin with tone numbers, which espeak-ng's Mandarin voice reads as Mandarin (it reads Chinese
+# characters far worse); base hears it as Mandarin when told the language. Each phrase without
+# punctuation, 1.5 s apart: cues must break at the pauses, where Whisper writes no punctuation.
+MANDARIN = ["wo3 men5 jin1 tian1 xue2 xi2 zhong1 wen2", "tai2 wan1 de5 tian1 qi4 fei1 chang2 hao3",
+            "zhe4 ge4 wen4 ti2 hen3 jian3 dan1 da4 jia1 dou1 hui4 hui2 da2"]
+
+
+@pytest.fixture(scope="module")
+def mandarin(tmp_path_factory):
+    pieces = [speech.silence(0.5)]
+    for phrase in MANDARIN:
+        pieces += [phrase, speech.silence(1.5)]
+    samples, placed = speech.compose(pieces, voice="cmn-latn-pinyin")
+    return speech.write_wav(tmp_path_factory.mktemp("mandarin") / "mandarin.wav", samples), placed
+
+
+def test_mandarin_in_taiwan_script_by_default_in_simplified_when_asked(base_worker, mandarin):
+    taiwan = transcribe_file(mandarin[0], base_worker, TranscribeOptions(language="zh"))
+    simplified = transcribe_file(mandarin[0], base_worker, TranscribeOptions(language="zh"), chinese_script="Simplified")
+    taiwan_text, simplified_text = ("".join(cue.text for cue in t.cues) for t in (taiwan, simplified))
+    assert sum("\u4e00" <= char <= "\u9fff" for char in taiwan_text) >= 10, taiwan_text  # Chinese characters
+    assert opencc.OpenCC("s2twp").convert(taiwan_text) == taiwan_text, taiwan_text
+    assert opencc.OpenCC("t2s").convert(simplified_text) == simplified_text, simplified_text
+    assert taiwan_text != simplified_text  # the same speech, in the two scripts
+    assert opencc.OpenCC("t2s").convert(taiwan_text) == simplified_text
+    for transcript in (taiwan, simplified):
+        assert transcript.language == "zh"
+        assert_cues_obey_the_rules(transcript.cues, all_words(transcript), CHINESE_JAPANESE)  # 16 a line
+        for cue in transcript.cues:  # no cue runs over a pause between phrases
+            assert all(later.start - earlier.end < PAUSE_BREAK_S for earlier, later in zip(cue.words, cue.words[1:])), cue
+            assert not any(cue.words[0].start < placed.start - 0.5 < cue.words[-1].end for placed in mandarin[1]), cue

@@ -14,9 +14,11 @@ import speech
 from audio import load_audio
 from datatypes import BLOCK_SAMPLES, SAMPLE_RATE, TranscribeOptions
 from conftest import make_media
+from cue_rules import assert_cues_obey_the_rules
 from helpers import run_cli, word_error_rate
 from pipeline import transcribe_file
 from reference_vad import silero_spans, unit_spans
+from subtitles import BROADCAST
 import vad_splitter
 from vad_splitter import VadOptions, split_audio, stream_units
 from writers import render
@@ -59,14 +61,30 @@ def test_composition_every_sentence_found_where_it_was_placed(composition_transc
     cues = composition_transcript.cues
     heard: dict[int, list[str]] = {index: [] for index in range(len(placed))}
     for cue in cues:
-        homes = [i for i, s in enumerate(placed) if cue.start >= s.start - 0.5 and cue.end <= s.end + 0.5]
-        assert homes, f"cue {cue.start}-{cue.end} {cue.text!r} lies outside every placed sentence"
+        # The sentences its words were spoken in (each word's middle, give or take Whisper's timing).
+        homes = sorted({i for word in cue.words for i, s in enumerate(placed)
+                        if s.start - 0.3 <= (word.start + word.end) / 2 <= s.end + 0.3})
+        assert homes and homes == list(range(homes[0], homes[-1] + 1)), f"cue {cue.text!r} lies outside the sentences"
+        assert cue.start >= placed[homes[0]].start - 0.5 and cue.end <= placed[homes[-1]].end + 0.5, (
+            f"cue {cue.start}-{cue.end} {cue.text!r} is shown away from its sentences")
+        if len(homes) > 1:
+            # One cue over several sentences only where Whisper wrote no sentence end between them
+            # (tiny.en leaves the punctuation of a window out now and then): the cue rules break at each.
+            assert not re.search(r"[.?!]\s", cue.text), f"cue {cue.text!r} runs over a sentence end"
+            continue
         heard[homes[0]].append(cue.text)
     for index, sentence in enumerate(placed):
-        assert heard[index], f"sentence not found: {sentence.text!r}"
-        assert word_error_rate(sentence.text, " ".join(heard[index])) <= 0.5, (sentence.text, heard[index])
+        found = heard[index] or [cue.text for cue in cues if cue.start < sentence.end and cue.end > sentence.start]
+        assert found, f"sentence not found: {sentence.text!r}"
+        if heard[index]:
+            assert word_error_rate(sentence.text, " ".join(heard[index])) <= 0.5, (sentence.text, heard[index])
     reference = " ".join(s.text for s in placed)
     assert word_error_rate(reference, " ".join(cue.text for cue in cues)) <= 0.15
+
+
+def test_composition_cues_obey_the_subtitle_rules(composition_transcript):
+    words = [word for segment in composition_transcript.segments for word in segment.words]
+    assert_cues_obey_the_rules(composition_transcript.cues, words, BROADCAST)
 
 
 def test_composition_no_cue_in_the_long_silence_or_the_tone(composition_transcript, composition):
@@ -208,6 +226,21 @@ def test_long_speech_without_pauses_is_split_below_the_window():
     assert all(unit.duration <= 30.0 for unit in units)
     spoken = sum(end - start for unit in units for start, end in unit.spans)
     assert spoken >= 0.9 * len(audio) / SAMPLE_RATE
+
+
+def test_a_full_unit_ends_at_the_longest_pause_in_its_last_quarter():
+    # Sentences 0.5 s apart, and one pause of 1.5 s after the sentence that ends past 24 s.
+    lengths = np.cumsum([len(speech.speak(sentence)) / SAMPLE_RATE + 0.5 for sentence in speech.SENTENCES])
+    long_after = int(np.argmax(lengths >= 24))
+    pieces = []
+    for index, sentence in enumerate(speech.SENTENCES):
+        pieces += [sentence, speech.silence(1.5 if index == long_after else 0.5)]
+    audio, placed = speech.compose(pieces)
+    long_pause = next(later.start for earlier, later in zip(placed, placed[1:]) if later.start - earlier.end > 1.0)
+    units = split_audio(audio, VadOptions())
+    assert units[0].duration >= vad_splitter.MIN_UNIT_FILL * 30
+    assert abs(units[0].spans[-1][1] - (long_pause - 1.5)) < 0.5  # not just before the span that did not fit
+    assert abs(units[1].spans[0][0] - long_pause) < 0.5
 
 
 def test_cli_writes_srt_for_jfk(jfk, tmp_path):
