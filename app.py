@@ -201,8 +201,8 @@ def devices_info(devices: list[str]) -> tuple[str, str]:
     return "Multi-GPU (CPU workers here)", f"Use {both} CPU workers: {names}. Without it a job uses one."
 
 
-# The player's captions: with word highlight, the words not yet spoken are dimmer (WebVTT's inline
-# timestamps; browsers that do not style them show the cue plainly).
+# The player's captions with word highlight (WebVTT's inline timestamps): the words not yet spoken
+# dimmed, in browsers that let pages style them. Chromium does not; it shows them one by one as spoken.
 PAGE_CSS = "video::cue(:future) { color: #b4b4b4; }"
 
 
