@@ -44,8 +44,11 @@ class VadOptions:
 
     threshold: float = 0.5  # speech probability above which a frame is speech
     min_speech_duration_ms: int = 250  # shorter blips are noise, but a short "Yes." is longer than this
-    min_silence_duration_ms: int = 300  # a pause shorter than this does not end a speech span
-    speech_pad_ms: int = 200  # kept on each side of a span so that no word is clipped
+    # A pause shorter than this does not end a speech span. Short, so that spans end at the pauses
+    # between clauses and sentences and units can end there (the word error rates of 300 and 160, with
+    # pads of 200 to 400 ms, are in bench/RESULTS.md: faster-whisper's batched pipeline uses 160 too).
+    min_silence_duration_ms: int = 160
+    speech_pad_ms: int = 300  # kept on each side of a span so that no word is clipped
     max_speech_duration_s: float = 30.0  # Whisper's window: no span, and no unit, is longer
 
     @property
@@ -250,13 +253,15 @@ class _UnitGrouper:
     def __init__(self, options: VadOptions, new_unit_after_pause_s: float | None = None):
         self.max_samples = int(options.max_speech_duration_s * SAMPLE_RATE)
         self.new_unit_after = int(new_unit_after_pause_s * SAMPLE_RATE) if new_unit_after_pause_s else None
+        self.padding = 2 * options.speech_pad_ms * SAMPLE_RATE // 1000  # the pause is longer than the gap by this
         self.joint = np.zeros(int(JOINT_SILENCE_S * SAMPLE_RATE), dtype=np.float32)
         self.spans: list[tuple[int, int]] = []
         self.pieces: list[np.ndarray] = []
         self.index = 0
 
     def add(self, start: int, end: int, samples: np.ndarray) -> Iterator[WorkUnit]:
-        paused = self.spans and self.new_unit_after is not None and start - self.spans[-1][1] >= self.new_unit_after
+        paused = (self.spans and self.new_unit_after is not None
+                  and start - self.spans[-1][1] + self.padding >= self.new_unit_after)
         if paused:
             yield from self.flush()
         elif self.spans and self._size(self.pieces + [samples]) > self.max_samples:

@@ -45,7 +45,7 @@ from startup import start_pool  # noqa: E402
 from reference_vad import silero_spans, unit_spans  # noqa: E402
 from transcriber import WhisperTranscriber  # noqa: E402
 import vad_splitter  # noqa: E402
-from vad_splitter import split_audio  # noqa: E402
+from vad_splitter import VadOptions, split_audio  # noqa: E402
 
 # The GPU kit puts an empty stand-in module where PyAV is not installed.
 HAVE_PYAV = hasattr(av, "open")
@@ -135,9 +135,9 @@ def run_faster_whisper(model: WhisperModel, path: Path, batched: bool, fixed_tok
     return {"text": text, "stages": stages, "seconds": finished - started, "duration": len(audio) / SAMPLE_RATE}
 
 
-def run_ours(pool: ParallelTranscriber, path: Path) -> dict:
+def run_ours(pool: ParallelTranscriber, path: Path, vad_options: VadOptions) -> dict:
     started = time.perf_counter()
-    transcript = transcribe_file(path, pool, blocks=None if HAVE_PYAV else read_blocks(path))
+    transcript = transcribe_file(path, pool, vad_options=vad_options, blocks=None if HAVE_PYAV else read_blocks(path))
     seconds = time.perf_counter() - started
     text = " ".join(cue.text.replace("\n", " ") for cue in transcript.cues)
     # How well the workers (the GPU) were kept busy: when the first batch began, how long they waited.
@@ -211,6 +211,10 @@ def main() -> None:
     parser.add_argument("--unit-fill", type=float, default=vad_splitter.MIN_UNIT_FILL,
                         help="a full unit ends at the longest pause once this full (1.0: just before the span "
                         "that does not fit, the earlier packing)")
+    parser.add_argument("--min-silence-ms", type=int, default=VadOptions().min_silence_duration_ms,
+                        help="our VAD: the shortest pause that ends a speech span")
+    parser.add_argument("--speech-pad-ms", type=int, default=VadOptions().speech_pad_ms,
+                        help="our VAD: speech kept on each side of a span")
     parser.add_argument("--model", help="default: the project's default model")
     parser.add_argument("--devices", default="auto",
                         help="for (d) (auto: every GPU, else one CPU worker per core); (a), (b) and (c) use the first")
@@ -228,6 +232,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     path, reference = prepare_audio(args, work)
     vad_splitter.MIN_UNIT_FILL = args.unit_fill
+    vad_options = VadOptions(min_silence_duration_ms=args.min_silence_ms, speech_pad_ms=args.speech_pad_ms)
     model_path = resolve_model(args.model)
     devices = parse_devices(args.devices)
     kind, _, index = devices[0].partition(":")
@@ -267,7 +272,7 @@ def main() -> None:
         cluster = (f"{kind}*{len(worker_devices)}", args.ray_address) if name == "e ours on Ray" else None
         with start_pool(spec, *cluster) if cluster else ParallelTranscriber(spec, worker_devices) as pool:
             transcribe_file(path, pool, blocks=[warm_up])
-            results[name] = run_ours(pool, path)
+            results[name] = run_ours(pool, path, vad_options)
             results[name]["batch_sizes"] = pool.batch_sizes
     if kind == "cpu" and len(devices) > 1:
         results["ceiling"] = cpu_scaling_ceiling(audio, model_path, len(devices))
