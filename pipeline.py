@@ -49,7 +49,7 @@ def silences_between(units: list[WorkUnit], speech_pad_s: float) -> list[tuple[f
 
 def make_cues(
     segments: list[Segment], language: str | None, chinese_script: str, max_line_chars: int | None,
-    silences: Sequence[tuple[float, float]] = (),
+    silences: Sequence[tuple[float, float]],
 ) -> tuple[list[Segment], list[Dropped], list[Cue]]:
     """The last stage: drop what Whisper invented, write Chinese in the script asked for, and group the
     words into cues (for Chinese and Japanese, narrower ones), breaking at `silences` too. Also run on
