@@ -3,8 +3,8 @@
 from __future__ import annotations  # PyAV's types in signatures are not looked up at import
 
 import errno
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
@@ -19,8 +19,30 @@ MIN_DURATION_S = 0.25
 # URLs named inside an upload, so FFmpeg is told to refuse every other demuxer, and any protocol but
 # the plain file, before it reads a header.
 SAFE_DEMUXERS = (
-    "wav", "w64", "flac", "mp3", "ogg", "matroska,webm", "mov,mp4,m4a,3gp,3g2,mj2", "aac", "asf", "avi",
-    "mpegts", "mpeg", "aiff", "caf", "amr", "ac3", "eac3", "dts", "truehd", "wv", "ape", "tta", "flv", "au",
+    "wav",
+    "w64",
+    "flac",
+    "mp3",
+    "ogg",
+    "matroska,webm",
+    "mov,mp4,m4a,3gp,3g2,mj2",
+    "aac",
+    "asf",
+    "avi",
+    "mpegts",
+    "mpeg",
+    "aiff",
+    "caf",
+    "amr",
+    "ac3",
+    "eac3",
+    "dts",
+    "truehd",
+    "wv",
+    "ape",
+    "tta",
+    "flv",
+    "au",
 )
 _OPEN_OPTIONS = {"format_whitelist": ",".join(SAFE_DEMUXERS), "protocol_whitelist": "file"}
 _REFUSED_BY_WHITELIST = errno.EINVAL
@@ -66,9 +88,7 @@ def stream_audio(path: str | Path, block_samples: int = BLOCK_SAMPLES) -> Iterat
             f"(its header says {declared_s:.1f} s, only {duration_s:.1f} s could be decoded)"
         )
     if duration_s < MIN_DURATION_S:
-        raise AudioError(
-            f"{path}: the audio is only {duration_s:.2f} s long; at least {MIN_DURATION_S} s is needed"
-        )
+        raise AudioError(f"{path}: the audio is only {duration_s:.2f} s long; at least {MIN_DURATION_S} s is needed")
 
 
 def check_media(path: str | Path) -> None:

@@ -52,7 +52,9 @@ def clean_segments(segments: list[Segment]) -> tuple[list[Segment], list[Dropped
         words = collapse_loops(segment.words)
         if len(words) < len(segment.words):
             removed = len(segment.words) - len(words)
-            dropped.append(Dropped(segment.start, segment.end, segment.text, f"a loop: {removed} repeated words removed"))
+            dropped.append(
+                Dropped(segment.start, segment.end, segment.text, f"a loop: {removed} repeated words removed")
+            )
             segment = replace(segment, words=words, text="".join(w.text for w in words).strip(), end=words[-1].end)
         kept.append(segment)
     return kept, dropped
@@ -60,7 +62,10 @@ def clean_segments(segments: list[Segment]) -> tuple[list[Segment], list[Dropped
 
 def _why_invented(segment: Segment) -> str | None:
     if segment.no_speech_prob > NO_SPEECH_PROB and segment.avg_logprob < LOW_AVG_LOGPROB:
-        return f"no speech (no-speech probability {segment.no_speech_prob:.2f}, avg log-probability {segment.avg_logprob:.2f})"
+        return (
+            f"no speech (no-speech probability {segment.no_speech_prob:.2f}, "
+            f"avg log-probability {segment.avg_logprob:.2f})"
+        )
     if PHANTOM_LINES.search(segment.text):
         mean_probability = sum(w.probability for w in segment.words) / max(len(segment.words), 1)
         if segment.no_speech_prob > DOUBTFUL_NO_SPEECH_PROB or mean_probability < DOUBTFUL_WORD_PROBABILITY:

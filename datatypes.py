@@ -16,10 +16,14 @@ BLOCK_SAMPLES = 60 * SAMPLE_RATE
 # Silence put between the speech spans of a work unit, so that Whisper hears a pause where the file had
 # one and its word timings do not run from one span into the next.
 JOINT_SILENCE_S = 0.3
+# Languages written without spaces between words: their cues are narrower, and their words join as they are.
+LANGUAGES_WITHOUT_SPACES = ("zh", "ja", "yue")
 
 
 @dataclass(frozen=True)
 class TranscribeOptions:
+    """How Whisper is asked to transcribe a job's units (checked by `jobs.check_request`)."""
+
     language: str | None = None  # None: detect once per file from its speech
     multilingual: bool = False  # detect the language of each work unit: recordings that change language
     task: str = "transcribe"  # or "translate" (to English)
@@ -39,6 +43,7 @@ class WorkUnit:
 
     @property
     def duration(self) -> float:
+        """Seconds of audio in the unit, the joining silences included."""
         return len(self.audio) / SAMPLE_RATE
 
     def to_file_times(self, start: float, end: float) -> tuple[float, float]:
@@ -68,6 +73,8 @@ class WorkUnit:
 
 @dataclass
 class Word:
+    """One word as Whisper heard it, with its time in the file and how sure Whisper was."""
+
     start: float  # seconds in the file
     end: float
     text: str  # as Whisper wrote it, with its leading space
@@ -76,6 +83,8 @@ class Word:
 
 @dataclass
 class Segment:
+    """A stretch of text Whisper wrote in one go, with its words."""
+
     start: float  # seconds in the file
     end: float
     text: str
@@ -97,6 +106,8 @@ class Dropped:
 
 @dataclass
 class Cue:
+    """One subtitle: when it shows, its lines, and the words it holds."""
+
     start: float
     end: float
     lines: list[str]
@@ -104,11 +115,14 @@ class Cue:
 
     @property
     def text(self) -> str:
+        """The cue's lines, one under the other."""
         return "\n".join(self.lines)
 
 
 @dataclass
 class Transcript:
+    """Everything one file's job gave: its segments, its cues, what was dropped, and how it ran."""
+
     source: str  # the input's file name
     duration: float  # seconds of audio in the file
     speech: float  # seconds of it that are speech
@@ -125,8 +139,10 @@ class Transcript:
 
     @property
     def wall_seconds(self) -> float:
+        """Seconds the job took, end to end."""
         return sum(self.stage_seconds.values())
 
     @property
     def realtime_factor(self) -> float:
+        """Seconds of audio per second of work."""
         return self.duration / max(self.wall_seconds, 1e-9)

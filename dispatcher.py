@@ -45,16 +45,54 @@ class JobCancelled(RuntimeError):
     """The job was cancelled by its owner."""
 
 
-@dataclass
-class Progress:
-    done_s: float  # speech transcribed so far
-    total_s: float  # speech found in the file so far
-    busy_devices: list[str]  # workers working on this job right now, by name ("cpu #2", "cuda:0")
-    workers: list[str] = field(default_factory=list)  # every worker the job may use, by name
-    # Filled in by the pipeline, which decodes the file:
-    decoded_s: float = 0.0  # audio decoded so far
-    duration_s: float | None = None  # the file's length as its header states it
-    expected_s: float = 0.0  # the speech the file will hold, estimated: it only grows until decoding ends
+@dataclass(frozen=True)
+class BatchTime:
+    """One batch of a job, as its worker ran it (`time.monotonic`, which all processes of a machine share)."""
+
+    device: str
+    units: int
+    speech_s: float
+    started: float
+    finished: float
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job as its dispatcher last published it: an immutable snapshot that any thread may read. The
+    dispatcher's thread replaces it (`Job.state`) after every change, and nothing else touches a job."""
+
+    opened_at: float  # time.monotonic()
+    units: int = 0  # received so far
+    speech_s: float = 0.0  # their speech
+    done_s: float = 0.0  # of it, transcribed
+    # Each finished unit, in the order they came back: (its index, its segments).
+    finished_units: tuple[tuple[int, tuple[Segment, ...]], ...] = ()
+    workers: tuple[str, ...] = ()  # every worker the job may use, by name ("cpu #2", "cuda:0")
+    busy: tuple[str, ...] = ()  # those with a batch of the job now
+    # The batch each worker is working on now: (its speech, since when: time.monotonic()).
+    running: tuple[tuple[float, float], ...] = ()
+    language: str | None = None  # None until detected, where it is detected once per file
+    batches: tuple[BatchTime, ...] = ()  # those finished
+    finished_at: float | None = None  # once it ended, well or not
+    error: Exception | None = None  # why it failed, or JobCancelled
+
+    @property
+    def first_batch_s(self) -> float:
+        """From the job's opening until a worker began its first batch."""
+        return min((batch.started for batch in self.batches), default=self.opened_at) - self.opened_at
+
+    @property
+    def workers_idle_s(self) -> float:
+        """Time the job's workers spent without a batch of it while it was open, added over workers."""
+        open_s = (self.finished_at or time.monotonic()) - self.opened_at
+        busy_s = sum(batch.finished - batch.started for batch in self.batches)
+        return max(len(self.workers) * open_s - busy_s, 0.0)
+
+    def segments(self) -> list[Segment]:
+        """The segments of the units finished so far, in time order."""
+        return [
+            segment for _, segments in sorted(self.finished_units, key=lambda item: item[0]) for segment in segments
+        ]
 
 
 # A worker's answers.
@@ -87,7 +125,9 @@ class WorkerHandle(Protocol):
         """Transcribe `units` as one batch (in smaller ones only where the device's memory demands)."""
         ...
 
-    def detect_language(self, unit: WorkUnit) -> "Future[Detected]": ...
+    def detect_language(self, unit: WorkUnit) -> "Future[Detected]":
+        """The language spoken in `unit`."""
+        ...
 
     def restart(self) -> "Future[int]":
         """Replace the dead worker; the future gives the new one's batch size once its model is loaded
@@ -97,59 +137,42 @@ class WorkerHandle(Protocol):
 
 @dataclass
 class Job:
-    """One file's work units on their way through the workers."""
+    """One file's work units on their way through the workers. Only the dispatcher's thread reads and
+    changes its fields; other threads read `state`, and wait for the end with `wait` or `segments`."""
 
     id: int
     options: TranscribeOptions
     all_workers: bool  # False: the job keeps to one worker (single-device mode)
+    state: JobState = field(default_factory=lambda: JobState(time.monotonic()))
     units: list[WorkUnit] = field(default_factory=list)
     worker_indexes: list[int] = field(default_factory=list)  # the workers it may use, set when it opens
     batch_size: int = 1  # the most units in one of its batches, set when it opens
-    progress: Progress | None = None  # replaced (never changed in place) after each batch
     unbatched: list[WorkUnit] = field(default_factory=list)  # units not yet in a batch, in file order
     batches: list[list[WorkUnit]] = field(default_factory=list)  # formed, waiting for a worker
     batches_formed: int = 0
     results: dict[int, list[Segment]] = field(default_factory=dict)  # unit index -> its segments
+    finished_units: list[tuple[int, tuple[Segment, ...]]] = field(default_factory=list)  # as they came back
+    batch_times: list[BatchTime] = field(default_factory=list)
     tries: dict[int, int] = field(default_factory=dict)  # unit index -> times its worker died on it
     detecting: bool = False
     closed: bool = False  # no more units will be added
-    error: Exception | None = None
     finished: threading.Event = field(default_factory=threading.Event)
-    # How well the job kept its workers busy (`time.monotonic`): the benchmark's view of the GPU.
-    opened_at: float = field(default_factory=time.monotonic)
-    finished_at: float | None = None
-    batch_times: list[tuple[str, int, float, float]] = field(default_factory=list)  # device, units, start, end
 
     @property
     def language(self) -> str | None:
+        """The job's one language, once known; None while it is to be detected."""
         return self.options.language
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the job has ended (or `timeout`); whether it has."""
         return self.finished.wait(timeout)
-
-    @property
-    def first_batch_s(self) -> float:
-        return min((start for _, _, start, _ in self.batch_times), default=self.opened_at) - self.opened_at
-
-    @property
-    def workers_idle_s(self) -> float:
-        """Time the job's workers spent without a batch of it while it was open, added over workers."""
-        open_s = (self.finished_at or time.monotonic()) - self.opened_at
-        busy_s = sum(end - start for _, _, start, end in self.batch_times)
-        return max(len(self.worker_indexes) * open_s - busy_s, 0.0)
 
     def segments(self) -> list[Segment]:
         """Wait for the job; its segments in time order, or the reason it failed."""
         self.finished.wait()
-        if self.error is not None:
-            raise self.error
-        return self.finished_segments()
-
-    def finished_segments(self) -> list[Segment]:
-        """The segments of the units transcribed so far, in time order (read while the job runs: the
-        dispatcher's thread adds units, so the dictionary is copied first, in one step)."""
-        results = dict(self.results)
-        return [segment for index in sorted(results) for segment in results[index]]
+        if self.state.error is not None:
+            raise self.state.error
+        return self.state.segments()
 
     def form_batches(self) -> None:
         """Cut the units received so far into batches, in file order: the first of a quarter of
@@ -179,22 +202,30 @@ class Job:
 
 @dataclass
 class OpenJob:
+    """A new job, from now on in the dispatcher's hands."""
+
     job: Job
 
 
 @dataclass
 class AddUnits:
+    """More units of an open job, in file order."""
+
     job: Job
     units: list[WorkUnit]
 
 
 @dataclass
 class CloseJob:
+    """No more units will come for the job."""
+
     job: Job
 
 
 @dataclass
 class CancelJob:
+    """Its owner no longer wants the job."""
+
     job: Job
 
 
@@ -211,6 +242,8 @@ class Answer:
 
 @dataclass
 class WorkerRestarted:
+    """A dead worker's replacement has loaded its model, or could not."""
+
     worker: "_Worker"
     generation: int
     future: "Future[int]"  # the new worker's batch size
@@ -226,7 +259,18 @@ class AddWorker:
 
 @dataclass
 class Stop:
+    """End the dispatcher's thread."""
+
     pass
+
+
+@dataclass
+class _InFlight:
+    """A call sent to a worker and not yet answered."""
+
+    job: Job
+    speech_s: float
+    sent_at: float  # time.monotonic()
 
 
 @dataclass
@@ -234,7 +278,8 @@ class _Worker:
     handle: WorkerHandle
     batch_size: int  # what fits the device: reported when its model loaded, and after each batch
     generation: int = 0  # bumped each time a dead process is replaced
-    running: list[Job] = field(default_factory=list)  # the job of each batch in flight, one entry per batch
+    running: list[_InFlight] = field(default_factory=list)  # in the order sent: the first is being worked on
+    answered_at: float = 0.0  # when its last answer came (time.monotonic())
     ready: bool = True  # False from its death until its replacement has loaded the model
     gone: bool = False  # it could not be replaced: it takes no more work
 
@@ -256,14 +301,17 @@ class Dispatcher:
 
     @property
     def batch_sizes(self) -> list[int]:
+        """Each worker's batch size now."""
         return [worker.batch_size for worker in self._workers]
 
     def open_job(self, options: TranscribeOptions, all_workers: bool) -> Job:
+        """A new job; its units follow with AddUnits, then CloseJob."""
         job = Job(next(self._job_ids), options, all_workers)
         self._inbox.put(OpenJob(job))
         return job
 
     def send(self, message: AddUnits | CloseJob | CancelJob) -> None:
+        """A message about an open job, handled in the order sent."""
         self._inbox.put(message)
 
     def add_worker(self, handle: WorkerHandle, batch_size: int) -> None:
@@ -307,6 +355,7 @@ class Dispatcher:
                 for job in self._jobs:
                     if job.all_workers:
                         job.worker_indexes.append(len(self._workers) - 1)
+                        self._publish(job)
                 log.info("[%s] joined: %d workers", handle.device, len(self._workers))
 
     def _open(self, job: Job) -> None:
@@ -322,6 +371,7 @@ class Dispatcher:
         # Fixed for the job's life, the same for every worker of the same kind of device.
         job.batch_size = job.options.batch_size or min(self._workers[index].batch_size for index in job.worker_indexes)
         self._jobs.insert(0, job)  # it has had no turn yet: it goes first
+        self._publish(job)
 
     def _name(self, index: int) -> str:
         """A worker's name for people: its device, numbered where workers share one ("cpu #2")."""
@@ -346,6 +396,7 @@ class Dispatcher:
         job.units.extend(units)
         job.unbatched = sorted(job.unbatched + units, key=lambda unit: unit.index)
         job.form_batches()
+        self._publish(job)
 
     def _hand_out_work(self) -> None:
         # First every worker's running batch, then the one queued behind it, so that no worker
@@ -380,15 +431,16 @@ class Dispatcher:
         else:
             units = job.take_batch()
             future = worker.handle.transcribe(units, job.options)  # the batch, as one call
-        worker.running.append(job)
-        self._update_progress(job)
+        worker.running.append(_InFlight(job, sum(unit.duration for unit in units), time.monotonic()))
+        self._publish(job)
         generation = worker.generation
         future.add_done_callback(lambda done: self._inbox.put(Answer(worker, generation, job, units, done)))
 
     def _take_answer(self, answer: Answer) -> None:
         worker, job, units, future = answer.worker, answer.job, answer.units, answer.future
         if answer.generation == worker.generation:
-            worker.running.remove(job)
+            worker.running.remove(next(call for call in worker.running if call.job is job))
+            worker.answered_at = time.monotonic()
         crashed = future.cancelled() or isinstance(future.exception(), BrokenProcessPool)
         if crashed and answer.generation == worker.generation:
             self._restart(worker)
@@ -399,27 +451,55 @@ class Dispatcher:
             return
         if future.exception() is not None:
             error = future.exception()
-            self._finish(job, JobFailed(f"job {job.id} failed in unit {units[0].index}: {type(error).__name__}: {error}"))
+            self._finish(
+                job, JobFailed(f"job {job.id} failed in unit {units[0].index}: {type(error).__name__}: {error}")
+            )
             return
         match future.result():
             case Detected(language):
                 job.detecting = False
                 job.options = replace(job.options, language=language)
                 log.info("job %d: language %s", job.id, language)
+                self._publish(job)
             case Transcribed(segments, batch_size, started, finished):
                 worker.batch_size = batch_size
-                job.batch_times.append((worker.device, len(units), started, finished))
+                speech_s = sum(unit.duration for unit in units)
+                job.batch_times.append(BatchTime(worker.device, len(units), speech_s, started, finished))
                 for unit, unit_segments in zip(units, segments):
                     job.results[unit.index] = unit_segments
-                self._update_progress(job)
+                    job.finished_units.append((unit.index, tuple(unit_segments)))
+                self._publish(job)
                 self._finish_if_done(job)
 
-    def _update_progress(self, job: Job) -> None:
-        """A new Progress for `job`'s caller: after each batch, and as each starts (which workers are busy)."""
+    def _publish(self, job: Job, ended: bool = False, error: Exception | None = None) -> None:
+        """A new JobState for `job`: as units come, as batches start and end, and when it ends (`ended`,
+        failed where `error` says why)."""
         done_s = sum(unit.duration for unit in job.units if unit.index in job.results)
-        busy = [self._name(index) for index, w in enumerate(self._workers) if job in w.running]
-        workers = [self._name(index) for index in job.worker_indexes]
-        job.progress = Progress(done_s, sum(unit.duration for unit in job.units), busy, workers)
+        working = [
+            (index, worker.running[0])
+            for index, worker in enumerate(self._workers)
+            if worker.running and worker.running[0].job is job
+        ]
+        job.state = JobState(
+            opened_at=job.state.opened_at,
+            units=len(job.units),
+            speech_s=sum(unit.duration for unit in job.units),
+            done_s=done_s,
+            finished_units=tuple(job.finished_units),
+            workers=tuple(self._name(index) for index in job.worker_indexes),
+            busy=tuple(
+                self._name(index)
+                for index, worker in enumerate(self._workers)
+                if any(call.job is job for call in worker.running)
+            ),
+            running=tuple(
+                (call.speech_s, max(call.sent_at, self._workers[index].answered_at)) for index, call in working
+            ),
+            language=job.language,
+            batches=tuple(job.batch_times),
+            finished_at=time.monotonic() if ended else None,
+            error=error,
+        )
 
     def _restart(self, worker: _Worker) -> None:
         log.warning("[%s] worker process died; starting a new one", worker.device)
@@ -428,7 +508,8 @@ class Dispatcher:
         worker.running.clear()  # what the dead process had is answered as crashed, by generation
         generation = worker.generation
         worker.handle.restart().add_done_callback(
-            lambda done: self._inbox.put(WorkerRestarted(worker, generation, done)))
+            lambda done: self._inbox.put(WorkerRestarted(worker, generation, done))
+        )
 
     def _restarted(self, worker: _Worker, generation: int, future: "Future[int]") -> None:
         if generation != worker.generation:
@@ -449,10 +530,13 @@ class Dispatcher:
             job.tries[unit.index] = job.tries.get(unit.index, 0) + 1
             if job.tries[unit.index] >= MAX_TRIES:
                 start = unit.spans[0][0]
-                self._finish(job, JobFailed(
-                    f"job {job.id} failed: the worker process died {MAX_TRIES} times on the speech "
-                    f"at {int(start // 60)}:{start % 60:04.1f} ({unit.duration:.1f} s)"
-                ))
+                self._finish(
+                    job,
+                    JobFailed(
+                        f"job {job.id} failed: the worker process died {MAX_TRIES} times on the speech "
+                        f"at {int(start // 60)}:{start % 60:04.1f} ({unit.duration:.1f} s)"
+                    ),
+                )
                 return
         if not self._needs_language(job):
             job.batches.append(units)  # the same batch again, so that its result is the same
@@ -462,9 +546,8 @@ class Dispatcher:
             self._finish(job)
 
     def _finish(self, job: Job, error: Exception | None = None) -> None:
-        job.error = error
-        job.finished_at = time.monotonic()
         job.batches.clear()
         if job in self._jobs:
             self._jobs.remove(job)
+        self._publish(job, ended=True, error=error)
         job.finished.set()

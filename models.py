@@ -49,6 +49,8 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelDimensions:
+    """The sizes of a Whisper model that its memory per window depends on."""
+
     width: int  # d_model
     heads: int
     decoder_layers: int
@@ -185,10 +187,12 @@ def _free_gpu_memory() -> int:
 
 
 def gpu_count() -> int:
+    """NVIDIA GPUs that CTranslate2 sees on this machine."""
     return ctranslate2.get_cuda_device_count()
 
 
 def has_gpu() -> bool:
+    """Whether this machine has an NVIDIA GPU that CTranslate2 can use."""
     return gpu_count() > 0
 
 

@@ -1,4 +1,5 @@
-"""One persistent worker process per device, each with its model loaded once, serving every job.
+"""The workers on this machine: one persistent worker process per device, each with its model loaded once,
+serving every job.
 
 Each device gets a `ProcessPoolExecutor(max_workers=1)` started with `spawn`, whose initializer loads
 the Whisper model into a worker global. The pools live from server start to shutdown: a job never
@@ -10,114 +11,21 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
-from typing import Callable
 
-from threadpoolctl import threadpool_limits
-
-from datatypes import Segment, TranscribeOptions, WorkUnit
-from dispatcher import AddUnits, CancelJob, CloseJob, Detected, Dispatcher, Job, Transcribed, WorkerHandle
-from models import ModelError, cpu_threads_per_worker, gpu_count
-from transcriber import WhisperTranscriber
+from datatypes import TranscribeOptions, WorkUnit
+from dispatcher import Detected, Transcribed
+from models import ModelError, cpu_threads_per_worker
+from worker import ModelSpec, ModelWorker
+from worker_pool import WorkerPool
 
 log = logging.getLogger("whisper_for_subs")
 
-MAX_AUTO_CPU_WORKERS = 4
-# Two workers share each GPU under `auto`: while one computes its next batch's features on the CPU
-# and takes in its audio, the other keeps the GPU busy (on an H100, 60 minutes end to end in 5.3 s
-# against 6.9 s with one worker; bench/RESULTS.md).
-WORKERS_PER_GPU = 2
 
+# --- The process side: a worker process holds its ModelWorker in these globals. ---
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What every worker loads: a resolved model folder, and how to run it."""
-
-    model_path: str
-    name: str  # as the user gave it, for the logs
-    compute_type: str | None = None
-    cpu_threads: int | None = None  # per CPU worker; None: the machine's cores shared among them
-    engine: type = WhisperTranscriber  # the class that owns the model in the worker
-
-
-def parse_devices(text: str) -> list[str]:
-    """`auto` (two workers on every GPU, else a CPU worker per core, at most 4), `cuda:0,cuda:1`,
-    `cuda:0*2` (two workers on one GPU), `cpu`, or `cpu*2`."""
-    text = text.strip()
-    if text == "auto":
-        if gpu_count():
-            return [f"cuda:{index}" for index in range(gpu_count()) for _ in range(WORKERS_PER_GPU)]
-        # Without a GPU, one single-thread worker per core beats one worker with every core's
-        # threads (bench/RESULTS.md); each worker holds its own copy of the model, hence the cap.
-        return ["cpu"] * min(os.cpu_count() or 1, MAX_AUTO_CPU_WORKERS)
-    devices: list[str] = []
-    for part in filter(None, (piece.strip() for piece in text.split(","))):
-        name, _, copies = part.partition("*")
-        if name == "cuda":
-            name = "cuda:0"
-        if name != "cpu" and not (name.startswith("cuda:") and name[5:].isdigit()):
-            raise ValueError(f"unknown device {part!r}: use auto, cpu, cpu*N or cuda:N")
-        if not copies.isdigit() and copies:
-            raise ValueError(f"bad worker count in {part!r}: use for example cpu*2")
-        devices.extend([name] * int(copies or 1))
-    if not devices:
-        raise ValueError("no device given")
-    return devices
-
-
-# --- The worker side: one model, loaded once, in a worker process (below) or a Ray actor. ---
-
-
-class ModelWorker:
-    """One model on one device for a worker's whole life, transcribing the batches it is sent."""
-
-    def __init__(self, spec: ModelSpec, device: str, cpu_threads: int, workers_on_device: int = 1, label: str = ""):
-        # numpy's BLAS (the log-mel features' one matrix product) gives results that differ in their
-        # last bits with its thread count, and a worker would start one per core: one thread in every
-        # worker keeps the same file's subtitles the same on one worker or several, in a process or
-        # a Ray actor (which Ray gives one thread), and costs little on a product this small.
-        threadpool_limits(limits=1, user_api="blas")
-        self.engine = spec.engine(spec.model_path, device, spec.compute_type, cpu_threads, workers_on_device)
-        self.label = label or device  # for the logs
-        self.memory_limit: int | None = None  # the most windows that fit, once a batch has run out of memory
-
-    @property
-    def multilingual(self) -> bool:
-        return self.engine.multilingual
-
-    @property
-    def batch_size(self) -> int:
-        return self.engine.batch_size
-
-    def detect_language(self, unit: WorkUnit) -> Detected:
-        return Detected(self.engine.detect_language(unit))
-
-    def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> Transcribed:
-        started = time.monotonic()
-        results = self._transcribe_within(units, options)
-        return Transcribed(results, self.engine.batch_size, started, time.monotonic())
-
-    def _transcribe_within(self, units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
-        """Transcribe `units` as one batch (the dispatcher chose it), unless this worker's memory has
-        proved too small for that many windows: then in halves. A batch that runs out of memory is
-        done in halves too, and sets that limit."""
-        if self.memory_limit is None or len(units) <= self.memory_limit:
-            try:
-                return self.engine.transcribe(units, replace(options, batch_size=len(units)))
-            except RuntimeError as error:
-                if "out of memory" not in str(error).lower() or len(units) == 1:
-                    raise
-            self.memory_limit = len(units) // 2
-            log.warning("[%s] out of memory with %d windows: batch size now %d", self.label, len(units), self.memory_limit)
-            self.engine.batch_size = min(self.engine.batch_size, self.memory_limit)
-        # Halves, then halves of those: the same split for the same batch and limit, every time.
-        half = (len(units) + 1) // 2
-        return self._transcribe_within(units[:half], options) + self._transcribe_within(units[half:], options)
-
-
-# A worker process holds its ModelWorker in these globals.
 _worker: ModelWorker | None = None
 _device = ""
 _events = None
@@ -230,66 +138,6 @@ def stop_executor(executor: ProcessPoolExecutor) -> None:
             process.join()
 
 
-class WorkerPool:
-    """Jobs in, segments out, over persistent workers of any kind: what the pipeline, the page and the
-    API use. `ParallelTranscriber` runs the workers as local processes, `ray_workers.RayTranscriber`
-    as actors on a cluster; each also counts its `model_loads` and gives its `worker_pids()`."""
-
-    def __init__(self, spec: ModelSpec, workers: list[WorkerHandle], batch_sizes: list[int], multilingual: bool):
-        self.spec = spec
-        self.multilingual = multilingual
-        self._handles = workers
-        self._closed = False
-        self._dispatcher = Dispatcher(workers, batch_sizes)
-
-    @property
-    def devices(self) -> list[str]:
-        """Each worker's device, such as cuda:0 (or node-2 cuda:1 on a cluster)."""
-        return [worker.device for worker in self._handles]
-
-    @property
-    def batch_sizes(self) -> list[int]:
-        """The batch size of each worker: what its device's free memory fitted when its model loaded,
-        smaller after a batch ran out of memory."""
-        return self._dispatcher.batch_sizes
-
-    def open_job(self, options: TranscribeOptions, all_workers: bool = True) -> Job:
-        """Start a job whose units come later (`add_units`, then `close_job`), so that the first
-        units are transcribed while the rest of the file is still being decoded.
-        `all_workers=False` keeps the job on one device (single-device mode)."""
-        if not self.multilingual:
-            options = replace(options, language="en", multilingual=False)
-        return self._dispatcher.open_job(options, all_workers)
-
-    def add_units(self, job: Job, units: list[WorkUnit]) -> None:
-        self._dispatcher.send(AddUnits(job, units))
-
-    def close_job(self, job: Job) -> None:
-        """No more units will come: the job ends when the ones it has are done."""
-        self._dispatcher.send(CloseJob(job))
-
-    def submit(self, units: list[WorkUnit], options: TranscribeOptions, all_workers: bool = True) -> Job:
-        """A job with all its units known up front."""
-        job = self.open_job(options, all_workers)
-        self.add_units(job, units)
-        self.close_job(job)
-        return job
-
-    def cancel(self, job: Job) -> None:
-        self._dispatcher.send(CancelJob(job))
-
-    def shutdown(self) -> None:
-        """Stop dispatching: jobs still open fail. The kinds of pool then stop their workers."""
-        self._closed = True
-        self._dispatcher.stop()
-
-    def __enter__(self) -> "WorkerPool":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.shutdown()
-
-
 class ParallelTranscriber(WorkerPool):
     """The worker pool on this machine: `devices` such as ["cuda:0", "cuda:1"] or ["cpu", "cpu"]."""
 
@@ -317,6 +165,7 @@ class ParallelTranscriber(WorkerPool):
             return self._loads
 
     def worker_pids(self) -> list[int]:
+        """Each worker's process id."""
         return [pid for worker in self._workers for pid in worker.executor._processes]
 
     def shutdown(self) -> None:

@@ -18,17 +18,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import ray
-from ray.exceptions import NodeDiedError, RayActorError, WorkerCrashedError
+from ray.exceptions import ActorUnavailableError, NodeDiedError, RayActorError, WorkerCrashedError
 
 from datatypes import TranscribeOptions, WorkUnit
 from dispatcher import Detected, Transcribed
 from models import resolve_model
-from parallel_transcriber import ModelSpec, ModelWorker, WorkerPool
+from worker import ModelSpec, ModelWorker
+from worker_pool import WorkerPool
 
 log = logging.getLogger("whisper_for_subs")
 
 MAX_RESTARTS = 3  # Ray's restarts of one actor: its process dying, or its node
 RESCAN_S = 10.0  # how often `auto` looks for GPUs (or CPUs) that joined the cluster
+UNAVAILABLE_RETRY_S = 1.0  # how soon to ask again an actor that Ray is restarting
 # What an actor's death looks like to a call that was running on it.
 _DIED = (RayActorError, WorkerCrashedError, NodeDiedError)
 
@@ -47,8 +49,14 @@ class _Actor:
 
     def info(self) -> dict:
         context = ray.get_runtime_context()
-        return {"pid": os.getpid(), "node": context.get_node_id(), "device": self.device, "load_s": self.load_s,
-                "multilingual": self.worker.multilingual, "batch_size": self.worker.batch_size}
+        return {
+            "pid": os.getpid(),
+            "node": context.get_node_id(),
+            "device": self.device,
+            "load_s": self.load_s,
+            "multilingual": self.worker.multilingual,
+            "batch_size": self.worker.batch_size,
+        }
 
     def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> Transcribed:
         return self.worker.transcribe(units, options)
@@ -82,18 +90,28 @@ class _RayWorker:
         return answer
 
     def restart(self) -> Future:
-        # Ray restarts the actor by itself; the call waits until it is back, however long it takes
+        # Ray restarts the actor by itself; the future waits until it is back, however long it takes
         # to find room for it (its node may be gone), and the dispatcher keeps work from it meanwhile.
         loaded: Future = Future()
-
-        def take(info: Future) -> None:
-            if info.exception() is not None:
-                loaded.set_exception(info.exception())
-            else:
-                loaded.set_result(info.result()["batch_size"])
-
-        self.info().add_done_callback(take)
+        self._when_back(loaded)
         return loaded
+
+    def _when_back(self, loaded: Future) -> None:
+        """Give `loaded` the actor's batch size once it answers again. While Ray is restarting it, a call
+        fails with ActorUnavailableError ("may be available later"): then ask again; it fails for good
+        only when Ray has given up on the actor."""
+
+        def take(answer: Future) -> None:
+            error = answer.exception()
+            if isinstance(error, ActorUnavailableError):
+                threading.Timer(UNAVAILABLE_RETRY_S, self._when_back, [loaded]).start()
+            elif error is not None:
+                loaded.set_exception(BrokenProcessPool(f"the Ray actor did not come back: {type(error).__name__}"))
+            else:
+                self._pool.took_info(self, answer.result())
+                loaded.set_result(answer.result()["batch_size"])
+
+        self.actor.info.remote().future().add_done_callback(take)
 
 
 def _future(ref: "ray.ObjectRef") -> Future:
@@ -133,8 +151,12 @@ def _connect(address: str) -> None:
             # The actors import this project's modules: every node runs the same code at the same
             # path (the same Docker image, or the same checkout).
             try:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                         runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}})
+                ray.init(
+                    address=address,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}},
+                )
             except ConnectionError as error:  # `auto` on a machine that belongs to no cluster
                 raise ValueError(f"no Ray cluster found at {address}: {error}") from None
         _pools_connected += 1
@@ -193,8 +215,9 @@ class RayTranscriber(WorkerPool):
             _kill(workers)
             _disconnect()
             raise RuntimeError(f"the Ray actors did not start: {error}") from None
-        super().__init__(spec, workers, [answer["batch_size"] for answer in answers],
-                         multilingual=answers[0]["multilingual"])
+        super().__init__(
+            spec, workers, [answer["batch_size"] for answer in answers], multilingual=answers[0]["multilingual"]
+        )
         if devices.strip() == "auto":
             threading.Thread(target=self._watch_for_new_nodes, name="ray-nodes", daemon=True).start()
 
@@ -212,6 +235,7 @@ class RayTranscriber(WorkerPool):
             return [worker.pid for worker in self._handles]
 
     def shutdown(self) -> None:
+        """Stop dispatching, and every actor; jobs still open fail."""
         if self._closed:
             return
         self._stopped.set()
@@ -235,8 +259,13 @@ class RayTranscriber(WorkerPool):
             worker.device = f"{node} {info['device']}"
             if worker.pid != info["pid"]:  # a new process: its constructor loaded the model
                 worker.pid, worker.loads = info["pid"], worker.loads + 1
-                log.info("[%s] model loaded: %s (%.1f s), batch size %d", worker.device, self.spec.name,
-                         info["load_s"], info["batch_size"])
+                log.info(
+                    "[%s] model loaded: %s (%.1f s), batch size %d",
+                    worker.device,
+                    self.spec.name,
+                    info["load_s"],
+                    info["batch_size"],
+                )
 
     def _wanted(self) -> int:
         """Actors `auto` wants: one per GPU of the cluster (per CPU where it has no GPU)."""

@@ -1,20 +1,23 @@
-"""What the web app and the command line both do before they transcribe: logging, the SIGTERM handler,
-worker pools built from the settings, and each job's options checked against its model. The shells
-keep only their interface (the page's widgets, the command's flags)."""
+"""What the web app and the command line both do before they transcribe: logging, the SIGTERM handler, and
+worker pools built from the settings. The doors keep only their interface."""
 
 import logging
 import signal
 import sys
 
-from datatypes import TranscribeOptions
-from models import LANGUAGE_CODES, can_translate, check_prompt, gpu_count, knows_only_english, model_label, resolve_model
-from parallel_transcriber import ModelSpec, ParallelTranscriber, WorkerPool, parse_devices
+from devices import local_devices
+from models import default_models, model_label, resolve_model
+from parallel_transcriber import ParallelTranscriber
+from settings import Config
+from worker import ModelSpec
+from worker_pool import WorkerPool
 
 
 def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Log lines on stderr: model loads, jobs and warnings; each work unit too when `verbose`."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )
     if verbose and not quiet:
         logging.getLogger("whisper_for_subs").setLevel(logging.DEBUG)
 
@@ -39,46 +42,18 @@ def start_pool(spec: ModelSpec, devices: str, ray_address: str | None = None) ->
         from ray_workers import RayTranscriber  # Ray is imported only for a cluster
 
         return RayTranscriber(spec, devices, ray_address)
-    chosen = parse_devices(devices)
-    gpus = gpu_count()
-    for device in chosen:
-        if device.startswith("cuda:") and int(device[5:]) >= gpus:
-            if gpus == 0:
-                raise ValueError(f"no NVIDIA GPU found for {device}; use --devices cpu (or WHISPER_DEVICES=cpu)")
-            raise ValueError(f"there is no {device}: this machine has {gpus} GPU(s), cuda:0 to cuda:{gpus - 1}")
-    return ParallelTranscriber(spec, chosen)
+    return ParallelTranscriber(spec, local_devices(devices))
 
 
-def job_options(
-    spec: ModelSpec, language: str = "auto", task: str = "transcribe", initial_prompt: str | None = None,
-    hotwords: str | None = None, batch_size: int | None = None, multilingual: bool = False,
-) -> TranscribeOptions:
-    """A job's options as a user gives them ("auto" language, empty texts for none), checked against
-    the model's languages and prompt room. `multilingual`: each part's language detected, for
-    recordings that change language. Raises ValueError with a message for the user."""
-    if language != "auto" and language not in LANGUAGE_CODES:
-        raise ValueError(f"unknown language {language!r}: give a code such as en, de, fr, zh or ja, or auto")
-    if language not in ("auto", "en") and knows_only_english(spec.model_path):
-        raise ValueError(f"the model {spec.name} is English-only: for {language}, choose a multilingual model such as base")
-    if multilingual and knows_only_english(spec.model_path):
-        raise ValueError(f"the model {spec.name} is English-only: for several languages, choose a multilingual model such as base")
-    if multilingual and language != "auto":
-        raise ValueError(f"several languages are detected part by part: leave the language at auto, not {language}")
-    options = TranscribeOptions(
-        language=None if language == "auto" else language, task=task,
-        initial_prompt=initial_prompt or None, hotwords=hotwords or None, batch_size=batch_size,
-        multilingual=multilingual,
-    )
-    check_prompt(spec.model_path, options)
-    return options
-
-
-def as_sentence(message: str) -> str:
-    """A ValueError's message (written to follow "error: ") as a sentence for the page or the API."""
-    return message[:1].upper() + message[1:] + "."
-
-
-def check_task(pool: WorkerPool, task: str) -> None:
-    """Raise ValueError where `task` is translate and the pool's model cannot translate."""
-    if task == "translate" and not can_translate(pool.spec.name, pool.multilingual):
-        raise ValueError(f"the model {pool.spec.name} cannot translate; choose a multilingual model such as large-v3")
+def start_pools(config: Config) -> dict[str, WorkerPool]:
+    """One worker pool per configured model (the default ones where none is), each loaded on every device
+    before anything is served; the first is the default. Raises ModelError or ValueError."""
+    pools: dict[str, WorkerPool] = {}
+    try:
+        for name in config.model or default_models():
+            pools[name] = start_pool(model_spec(name, config.compute_type), config.devices, config.ray_address)
+    except BaseException:
+        for pool in pools.values():
+            pool.shutdown()
+        raise
+    return pools

@@ -7,8 +7,8 @@ but never linger over silence, a gap between cues, and a new cue at each sentenc
 import re
 import unicodedata
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from datatypes import Cue, Segment, Word
 
@@ -21,12 +21,43 @@ CLAUSE_PAUSE_BREAK_S = 0.3
 # compared without case and without the last period. English, German, French, Spanish, Italian,
 # Portuguese and Dutch; short forms of two letters with periods ("z.B.", "т.е.") are INITIALS.
 ABBREVIATIONS = {
-    "dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "approx",  # English
-    "hr", "fr", "bzw", "ca", "vgl", "evtl", "ggf", "inkl", "sog",  # German (Herr, Frau, ...)
-    "mme", "mlle", "env",  # French (Madame, Mademoiselle, environ)
-    "sra", "srta", "dra", "ud", "uds",  # Spanish (Sra., Dra. in Portuguese too)
-    "sig", "sigra", "dott", "ing", "avv",  # Italian
-    "dhr", "mevr", "ir",  # Dutch
+    "dr",
+    "mr",
+    "mrs",
+    "ms",
+    "prof",
+    "st",
+    "jr",
+    "sr",
+    "vs",
+    "e.g",
+    "i.e",
+    "approx",  # English
+    "hr",
+    "fr",
+    "bzw",
+    "ca",
+    "vgl",
+    "evtl",
+    "ggf",
+    "inkl",
+    "sog",  # German (Herr, Frau, ...)
+    "mme",
+    "mlle",
+    "env",  # French (Madame, Mademoiselle, environ)
+    "sra",
+    "srta",
+    "dra",
+    "ud",
+    "uds",  # Spanish (Sra., Dra. in Portuguese too)
+    "sig",
+    "sigra",
+    "dott",
+    "ing",
+    "avv",  # Italian
+    "dhr",
+    "mevr",
+    "ir",  # Dutch
 }
 # Short forms that are no sentence end only before a number ("No. 5", "Nr. 3", "p. 12"): "I said no."
 # ends one.
@@ -36,6 +67,8 @@ INITIALS = re.compile(r"(?:[^\W\d_]\.){2,}")  # U.S., U.K., J.R.R.
 
 @dataclass(frozen=True)
 class CueOptions:
+    """The cue rules: line width, lines, times on screen, gaps and reading speed."""
+
     max_line_chars: int = 42
     max_lines: int = 2
     min_duration: float = 0.8  # seconds on screen at least, borrowed from silence after the cue
@@ -60,8 +93,11 @@ def pauses_after(words: list[Word], silences: Sequence[tuple[float, float]] = ()
     junctions = [(earlier.end + later.start) / 2 for earlier, later in zip(words, words[1:])]
     for start, end in silences:
         index = bisect_left(junctions, (start + end) / 2)
-        nearest = min((i for i in (index - 1, index) if 0 <= i < len(junctions)),
-                      key=lambda i: abs(junctions[i] - (start + end) / 2), default=None)
+        nearest = min(
+            (i for i in (index - 1, index) if 0 <= i < len(junctions)),
+            key=lambda i: abs(junctions[i] - (start + end) / 2),
+            default=None,
+        )
         if nearest is not None:
             # Only the part of the silence between the two words' starts and ends.
             heard = min(end, words[nearest + 1].end) - max(start, words[nearest].start)
@@ -69,8 +105,9 @@ def pauses_after(words: list[Word], silences: Sequence[tuple[float, float]] = ()
     return pauses
 
 
-def build_cues(segments: list[Segment], options: CueOptions = BROADCAST,
-               silences: Sequence[tuple[float, float]] = ()) -> list[Cue]:
+def build_cues(
+    segments: list[Segment], options: CueOptions = BROADCAST, silences: Sequence[tuple[float, float]] = ()
+) -> list[Cue]:
     """Group every word, once and in order, into cues that obey `options`; a cue holds one language.
     `silences` are where the VAD found no speech: pauses that the words' times may hide."""
     spoken = [(word, segment.language) for segment in segments for word in segment.words if word.text.strip()]
@@ -79,7 +116,11 @@ def build_cues(segments: list[Segment], options: CueOptions = BROADCAST,
     groups: list[list[Word]] = []
     for index, (word, language) in enumerate(spoken):
         current = groups[-1] if groups else None
-        if current is None or language != spoken[index - 1][1] or _starts_new_cue(current, words, pauses, index, options):
+        if (
+            current is None
+            or language != spoken[index - 1][1]
+            or _starts_new_cue(current, words, pauses, index, options)
+        ):
             groups.append([word])
         elif _fits(current + [word], options):
             current.append(word)
@@ -90,13 +131,19 @@ def build_cues(segments: list[Segment], options: CueOptions = BROADCAST,
     return cues
 
 
-def _starts_new_cue(current: list[Word], words: list[Word], pauses: list[float], index: int, options: CueOptions) -> bool:
+def _starts_new_cue(
+    current: list[Word], words: list[Word], pauses: list[float], index: int, options: CueOptions
+) -> bool:
     """Whether `words[index]` opens a new cue after `current`, which ends with the word before it."""
     previous, word, pause = current[-1], words[index], pauses[index - 1]
     return (
         ends_sentence(previous, word)
-        or (previous.text.strip().endswith(CLAUSE_ENDS) and pause >= CLAUSE_PAUSE_BREAK_S
-            and _readable(current, options) and _readable(_rest_of_sentence(words, pauses, index), options))
+        or (
+            previous.text.strip().endswith(CLAUSE_ENDS)
+            and pause >= CLAUSE_PAUSE_BREAK_S
+            and _readable(current, options)
+            and _readable(_rest_of_sentence(words, pauses, index), options)
+        )
         or pause >= PAUSE_BREAK_S
     )
 
@@ -171,6 +218,7 @@ def _take_tail_after_best_break(current: list[Word]) -> list[Word]:
 
 
 def join_words(words: list[Word], options: CueOptions) -> str:
+    """The words as one line of text (without spaces in Chinese and Japanese)."""
     if options.join_without_spaces:
         return "".join(word.text.strip() for word in words)
     return "".join(word.text for word in words).strip()

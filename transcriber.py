@@ -29,10 +29,13 @@ class WhisperTranscriber:
             cpu_threads=cpu_threads,
         )
         self.pipeline = BatchedInferencePipeline(self.model)
-        self.batch_size = fitting_batch_size(model_path, kind, compute_type, TranscribeOptions.beam_size, workers_on_device)
+        self.batch_size = fitting_batch_size(
+            model_path, kind, compute_type, TranscribeOptions.beam_size, workers_on_device
+        )
 
     @property
     def multilingual(self) -> bool:
+        """Whether the model knows more than English."""
         return self.model.model.is_multilingual
 
     def detect_language(self, unit: WorkUnit) -> str:
@@ -51,11 +54,15 @@ class WhisperTranscriber:
         results: list[list[Segment]] = [[] for _ in units]
         for language in dict.fromkeys(languages):  # in order of first appearance: the same every time
             positions = [index for index, found in enumerate(languages) if found == language]
-            for position, segments in zip(positions, self._transcribe_in([units[i] for i in positions], options, language)):
+            for position, segments in zip(
+                positions, self._transcribe_in([units[i] for i in positions], options, language)
+            ):
                 results[position] = segments
         return results
 
-    def _transcribe_in(self, units: list[WorkUnit], options: TranscribeOptions, language: str | None) -> list[list[Segment]]:
+    def _transcribe_in(
+        self, units: list[WorkUnit], options: TranscribeOptions, language: str | None
+    ) -> list[list[Segment]]:
         """Transcribe `units` in one batched call, in `language`."""
         # Each unit becomes one clip of one buffer: faster-whisper transcribes every clip as its own
         # 30-s window, in batches, and reports times in the buffer, which map back to the unit.
@@ -82,7 +89,11 @@ class WhisperTranscriber:
             position = min(range(len(units)), key=lambda index: abs(clip_starts[index] - segment.start))
             unit, clip_start = units[position], clip_starts[position]
             words = [
-                Word(*unit.to_file_times(word.start - clip_start, word.end - clip_start), word.word, float(word.probability))
+                Word(
+                    *unit.to_file_times(word.start - clip_start, word.end - clip_start),
+                    word.word,
+                    float(word.probability),
+                )
                 for word in segment.words
             ]
             results[position].append(

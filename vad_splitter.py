@@ -9,9 +9,9 @@ import functools
 import math
 import os
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -53,6 +53,7 @@ class VadOptions:
 
     @property
     def silence_threshold(self) -> float:
+        """The speech probability below which speech that started ends."""
         return max(self.threshold - SILENCE_BELOW_THRESHOLD, 0.01)  # as silero-vad computes it
 
 
@@ -84,7 +85,8 @@ def _run_silero(context: np.ndarray, audio: np.ndarray, state: State) -> tuple[n
     probabilities = []
     for first in range(0, frame_count, 512):  # 512 frames per call keeps its memory small
         values, hidden, cell = session.run(
-            ["speech_probs", "hn", "cn"], {"input": np.ascontiguousarray(rows[first : first + 512]), "h": hidden, "c": cell}
+            ["speech_probs", "hn", "cn"],
+            {"input": np.ascontiguousarray(rows[first : first + 512]), "h": hidden, "c": cell},
         )
         probabilities.append(values)
     return np.concatenate(probabilities), (hidden, cell)
@@ -260,8 +262,11 @@ class _UnitGrouper:
         self.index = 0
 
     def add(self, start: int, end: int, samples: np.ndarray) -> Iterator[WorkUnit]:
-        paused = (self.spans and self.new_unit_after is not None
-                  and start - self.spans[-1][1] + self.padding >= self.new_unit_after)
+        paused = (
+            self.spans
+            and self.new_unit_after is not None
+            and start - self.spans[-1][1] + self.padding >= self.new_unit_after
+        )
         if paused:
             yield from self.flush()
         elif self.spans and self._size(self.pieces + [samples]) > self.max_samples:
@@ -277,9 +282,12 @@ class _UnitGrouper:
         the unit at least MIN_UNIT_FILL full (fewer windows for the same speech) and lets the spans
         after it, with the new one, fit into the next unit."""
         gaps = [later[0] - earlier[1] for earlier, later in zip(self.spans, self.spans[1:] + [(start, start)])]
-        fitting = [count for count in range(1, len(self.spans) + 1)
-                   if self._size(self.pieces[:count]) >= MIN_UNIT_FILL * self.max_samples
-                   and self._size(self.pieces[count:] + [samples]) <= self.max_samples]
+        fitting = [
+            count
+            for count in range(1, len(self.spans) + 1)
+            if self._size(self.pieces[:count]) >= MIN_UNIT_FILL * self.max_samples
+            and self._size(self.pieces[count:] + [samples]) <= self.max_samples
+        ]
         # Of equally long pauses, the latest: the fuller unit.
         return max(fitting, key=lambda count: (gaps[count - 1], count), default=len(self.spans))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pysubs2
 
-from datatypes import Cue, Transcript, Word
+from datatypes import LANGUAGES_WITHOUT_SPACES, Cue, Dropped, Segment, Transcript, Word
 
 FORMATS = ("srt", "vtt", "ass", "txt", "json")
 # ASS karaoke shows a word in the secondary colour until it is spoken, then in the primary one.
@@ -25,21 +25,62 @@ def render(transcript: Transcript, fmt: str, word_highlight: bool = False) -> st
     if fmt in ("srt", "vtt", "ass"):
         return _subtitle_file(transcript, fmt, word_highlight).to_string(fmt)
     if fmt == "txt":
-        return "".join(segment.text + "\n" for segment in transcript.segments)
+        return plain_text(transcript.cues, transcript.language) + "\n"
     if fmt == "json":
         document = {
             "source": transcript.source,
             "language": transcript.language,
             "duration": round(transcript.duration, 3),
+            "speech": round(transcript.speech, 3),
             "segments": [asdict(segment) for segment in transcript.segments],
-            "cues": [{"start": cue.start, "end": cue.end, "text": cue.text} for cue in transcript.cues],
+            "cues": [
+                {"start": cue.start, "end": cue.end, "text": cue.text, "words": [asdict(word) for word in cue.words]}
+                for cue in transcript.cues
+            ],
             "dropped": [asdict(item) for item in transcript.dropped],
         }
         return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
+def read_json(text: str) -> Transcript:
+    """A transcript from its JSON file (`render(..., "json")`): what the page keeps of a job, to show it
+    again and to edit it. Raises ValueError where the text is not such a file."""
+    try:
+        document = json.loads(text)
+        segments = [
+            Segment(**{**item, "words": [Word(**word) for word in item["words"]]}) for item in document["segments"]
+        ]
+        cues = [
+            Cue(item["start"], item["end"], item["text"].split("\n"), [Word(**word) for word in item["words"]])
+            for item in document["cues"]
+        ]
+        return Transcript(
+            source=document["source"],
+            duration=document["duration"],
+            speech=document.get("speech", 0.0),
+            language=document["language"],
+            segments=segments,
+            cues=cues,
+            dropped=[Dropped(**item) for item in document["dropped"]],
+            stage_seconds={},
+            workers=0,
+        )
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"not a transcript: {error}") from None
+
+
+def plain_text(cues: list[Cue], language: str = "en", one_line: bool = False) -> str:
+    """The subtitles' words for reading: a cue a line, or all on one line (without spaces between cues in
+    the languages written without spaces)."""
+    lines = [cue.text.replace("\n", "" if language in LANGUAGES_WITHOUT_SPACES else " ") for cue in cues]
+    if not one_line:
+        return "\n".join(lines)
+    return ("" if language in LANGUAGES_WITHOUT_SPACES else " ").join(lines)
+
+
 def write(transcript: Transcript, path: str | Path, fmt: str, word_highlight: bool = False) -> Path:
+    """The transcript as a file in format `fmt` at `path` (UTF-8)."""
     path = Path(path)
     path.write_text(render(transcript, fmt, word_highlight), encoding="utf-8")
     return path
@@ -48,8 +89,15 @@ def write(transcript: Transcript, path: str | Path, fmt: str, word_highlight: bo
 def _subtitle_file(transcript: Transcript, fmt: str, word_highlight: bool) -> pysubs2.SSAFile:
     subs = pysubs2.SSAFile()
     # A plain, readable default for ASS players: white text, dark outline, near the bottom.
-    subs.styles["Default"] = pysubs2.SSAStyle(fontname="Arial", fontsize=20, outline=2, shadow=0, marginv=24,
-                                              primarycolor=SPOKEN, secondarycolor=NOT_YET_SPOKEN)
+    subs.styles["Default"] = pysubs2.SSAStyle(
+        fontname="Arial",
+        fontsize=20,
+        outline=2,
+        shadow=0,
+        marginv=24,
+        primarycolor=SPOKEN,
+        secondarycolor=NOT_YET_SPOKEN,
+    )
     for cue in transcript.cues:
         lines = _words_by_line(cue) if word_highlight and fmt != "srt" else None
         if lines is None:  # no word timing asked for, or the words do not spell the lines

@@ -8,7 +8,8 @@
 
 Runs, on the same model and device: (a) faster-whisper's sequential `WhisperModel.transcribe` with its VAD,
 (b) its `BatchedInferencePipeline` (batch 16), (c) this project with one worker, (d) with all workers
-(when there are several), and with `--ray-address` (e) as many Ray actors on that cluster. Model loading is outside every timing. The last line is
+(when there are several), and with `--ray-address` (e) as many Ray actors on that cluster. Model loading is
+outside every timing. The last line is
 `RESULT ours_vs_sequential=<x> ours_vs_batched=<y>`: end-to-end speed ratios of ours (the run with all
 workers) against (a) and (b).
 
@@ -36,15 +37,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import av  # noqa: E402
 from faster_whisper import BatchedInferencePipeline, WhisperModel  # noqa: E402
 
+import vad_splitter  # noqa: E402
 from audio import load_audio  # noqa: E402
 from datatypes import BLOCK_SAMPLES, SAMPLE_RATE, TranscribeOptions  # noqa: E402
 from models import model_label, resolve_model  # noqa: E402
 from parallel_transcriber import ModelSpec, ParallelTranscriber, parse_devices  # noqa: E402
 from pipeline import transcribe_file  # noqa: E402
-from startup import start_pool  # noqa: E402
 from reference_vad import silero_spans, unit_spans  # noqa: E402
+from startup import start_pool  # noqa: E402
 from transcriber import WhisperTranscriber  # noqa: E402
-import vad_splitter  # noqa: E402
 from vad_splitter import VadOptions, split_audio  # noqa: E402
 
 # The GPU kit puts an empty stand-in module where PyAV is not installed.
@@ -79,7 +80,11 @@ def generate_long_sentences(path: Path, minutes: float) -> str:
     pieces, texts, seconds = [speech.silence(1.0)], [], 1.0
     while seconds < minutes * 60:
         chosen = [sentence.rstrip(".?") for sentence in random.choice(long_enough, 3, replace=False)]
-        clauses = [chosen[0], "while " + chosen[1][0].lower() + chosen[1][1:], "because " + chosen[2][0].lower() + chosen[2][1:] + "."]
+        clauses = [
+            chosen[0],
+            "while " + chosen[1][0].lower() + chosen[1][1:],
+            "because " + chosen[2][0].lower() + chosen[2][1:] + ".",
+        ]
         for number, clause in enumerate(clauses):
             pause = float(random.uniform(0.35, 0.6) if number < 2 else random.uniform(0.8, 1.2))
             pieces += [speech.speak(clause), speech.silence(pause)]
@@ -142,8 +147,14 @@ def run_ours(pool: ParallelTranscriber, path: Path, vad_options: VadOptions) -> 
     text = " ".join(cue.text.replace("\n", " ") for cue in transcript.cues)
     # How well the workers (the GPU) were kept busy: when the first batch began, how long they waited.
     pace = {"first batch": transcript.first_batch_s, "workers idle": transcript.workers_idle_s}
-    return {"text": text, "stages": transcript.stage_seconds, "pace": pace, "seconds": seconds,
-            "duration": transcript.duration, "batch_times": transcript.batch_times}
+    return {
+        "text": text,
+        "stages": transcript.stage_seconds,
+        "pace": pace,
+        "seconds": seconds,
+        "duration": transcript.duration,
+        "batch_times": transcript.batch_times,
+    }
 
 
 def run_vad_comparison(audio: np.ndarray) -> dict:
@@ -157,8 +168,15 @@ def run_vad_comparison(audio: np.ndarray) -> dict:
     theirs = silero_spans(audio)
     theirs_s = time.perf_counter() - started
     worst_ms = max((abs(a - b) for x, y in zip(ours, theirs) for a, b in zip(x, y)), default=0) / 16
-    return {"ours_s": ours_s, "silero_s": theirs_s, "speedup": theirs_s / ours_s, "spans": [len(ours), len(theirs)],
-            "same_span_count": len(ours) == len(theirs), "worst_edge_ms": worst_ms, "duration": len(audio) / SAMPLE_RATE}
+    return {
+        "ours_s": ours_s,
+        "silero_s": theirs_s,
+        "speedup": theirs_s / ours_s,
+        "spans": [len(ours), len(theirs)],
+        "same_span_count": len(ours) == len(theirs),
+        "worst_edge_ms": worst_ms,
+        "duration": len(audio) / SAMPLE_RATE,
+    }
 
 
 def _time_transcription(model_path: str, units: list) -> float:
@@ -205,25 +223,50 @@ def main() -> None:
     parser.add_argument("audio", nargs="?", help="a long file (default: generate a 10-minute one)")
     parser.add_argument("--reference", help="a text file with what is said in AUDIO")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the generated file")
-    parser.add_argument("--long-sentences", action="store_true",
-                        help="generate long sentences spoken a clause at a time instead (accuracy where units cut sentences)")
+    parser.add_argument(
+        "--long-sentences",
+        action="store_true",
+        help="generate long sentences spoken a clause at a time instead (accuracy where units cut sentences)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="run on the file played this many times over")
-    parser.add_argument("--unit-fill", type=float, default=vad_splitter.MIN_UNIT_FILL,
-                        help="a full unit ends at the longest pause once this full (1.0: just before the span "
-                        "that does not fit, the earlier packing)")
-    parser.add_argument("--min-silence-ms", type=int, default=VadOptions().min_silence_duration_ms,
-                        help="our VAD: the shortest pause that ends a speech span")
-    parser.add_argument("--speech-pad-ms", type=int, default=VadOptions().speech_pad_ms,
-                        help="our VAD: speech kept on each side of a span")
+    parser.add_argument(
+        "--unit-fill",
+        type=float,
+        default=vad_splitter.MIN_UNIT_FILL,
+        help="a full unit ends at the longest pause once this full (1.0: just before the span "
+        "that does not fit, the earlier packing)",
+    )
+    parser.add_argument(
+        "--min-silence-ms",
+        type=int,
+        default=VadOptions().min_silence_duration_ms,
+        help="our VAD: the shortest pause that ends a speech span",
+    )
+    parser.add_argument(
+        "--speech-pad-ms",
+        type=int,
+        default=VadOptions().speech_pad_ms,
+        help="our VAD: speech kept on each side of a span",
+    )
     parser.add_argument("--model", help="default: the project's default model")
-    parser.add_argument("--devices", default="auto",
-                        help="for (d) (auto: every GPU, else one CPU worker per core); (a), (b) and (c) use the first")
+    parser.add_argument(
+        "--devices",
+        default="auto",
+        help="for (d) (auto: every GPU, else one CPU worker per core); (a), (b) and (c) use the first",
+    )
     parser.add_argument("--compute-type", help="default: float16 on GPU, int8 on CPU")
     parser.add_argument("--fixed-tokens", type=int, help="decode exactly this many tokens per window (random weights)")
-    parser.add_argument("--no-sequential", action="store_true",
-                        help="leave out (a), which takes minutes on a long file; RESULT then compares with (b) only")
-    parser.add_argument("--vad-minutes", type=float, default=10.0,
-                        help="compare the VAD with silero-vad's own on this much of the file (theirs is slow)")
+    parser.add_argument(
+        "--no-sequential",
+        action="store_true",
+        help="leave out (a), which takes minutes on a long file; RESULT then compares with (b) only",
+    )
+    parser.add_argument(
+        "--vad-minutes",
+        type=float,
+        default=10.0,
+        help="compare the VAD with silero-vad's own on this much of the file (theirs is slow)",
+    )
     parser.add_argument("--ray-address", help="also run (e): the workers of (d) as Ray actors on this cluster")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -248,8 +291,13 @@ def main() -> None:
     vad_whole_s = time.perf_counter() - started
 
     # faster-whisper gets every core of the machine, as a user running it alone would give it.
-    model = WhisperModel(model_path, device=kind, device_index=int(index or 0), compute_type=compute_type,
-                         cpu_threads=os.cpu_count() if kind == "cpu" else 0)
+    model = WhisperModel(
+        model_path,
+        device=kind,
+        device_index=int(index or 0),
+        compute_type=compute_type,
+        cpu_threads=os.cpu_count() if kind == "cpu" else 0,
+    )
     # Every run starts warm: a device's first call pays for setting up its libraries (seconds on a GPU).
     warm_up = audio[: 30 * SAMPLE_RATE]
     list(model.transcribe(warm_up, max_new_tokens=10)[0])
@@ -266,8 +314,9 @@ def main() -> None:
     if args.ray_address:
         runs["e ours on Ray"] = (devices, None)
     for name, (worker_devices, threads) in runs.items():
-        spec = ModelSpec(model_path, name=model_label(args.model), compute_type=args.compute_type,
-                         cpu_threads=threads, engine=engine)
+        spec = ModelSpec(
+            model_path, name=model_label(args.model), compute_type=args.compute_type, cpu_threads=threads, engine=engine
+        )
         # (e): as many single-device actors as (d) has workers, anywhere on the cluster.
         cluster = (f"{kind}*{len(worker_devices)}", args.ray_address) if name == "e ours on Ray" else None
         with start_pool(spec, *cluster) if cluster else ParallelTranscriber(spec, worker_devices) as pool:
@@ -277,15 +326,21 @@ def main() -> None:
     if kind == "cpu" and len(devices) > 1:
         results["ceiling"] = cpu_scaling_ceiling(audio, model_path, len(devices))
 
-    print(f"\n{path.name}: {len(audio) / SAMPLE_RATE:.0f} s of audio, model {model_label(args.model)}, "
-          f"devices {','.join(devices)}, {os.cpu_count()} cores")
+    print(
+        f"\n{path.name}: {len(audio) / SAMPLE_RATE:.0f} s of audio, model {model_label(args.model)}, "
+        f"devices {','.join(devices)}, {os.cpu_count()} cores"
+    )
     vad = results["vad"]
-    print(f"VAD on the first {vad['duration']:.0f} s: ours {vad['ours_s']:.2f} s, silero-vad get_speech_timestamps "
-          f"{vad['silero_s']:.2f} s ({vad['speedup']:.1f}x); spans {vad['spans'][0]} vs {vad['spans'][1]}, "
-          f"worst edge {vad['worst_edge_ms']:.0f} ms")
+    print(
+        f"VAD on the first {vad['duration']:.0f} s: ours {vad['ours_s']:.2f} s, silero-vad get_speech_timestamps "
+        f"{vad['silero_s']:.2f} s ({vad['speedup']:.1f}x); spans {vad['spans'][0]} vs {vad['spans'][1]}, "
+        f"worst edge {vad['worst_edge_ms']:.0f} ms"
+    )
     results["vad_whole_file_s"] = vad_whole_s
-    print(f"VAD alone on the whole file: {vad_whole_s:.2f} s, "
-          f"{100 * vad_whole_s / results[ours_name]['seconds']:.1f} % of ours end to end")
+    print(
+        f"VAD alone on the whole file: {vad_whole_s:.2f} s, "
+        f"{100 * vad_whole_s / results[ours_name]['seconds']:.1f} % of ours end to end"
+    )
     print(f"{'run':<26} {'x realtime':>10} {'seconds':>8} {'WER':>6}  stages (s)")
     if reference:
         from helpers import word_error_rate  # jiwer: not needed where the text is not known
@@ -302,13 +357,17 @@ def main() -> None:
     ours = results[ours_name]["seconds"]
     if kind == "cpu" and len(devices) > 1:
         ceiling = results["ceiling"]
-        print(f"{len(devices)} workers against 1 worker of one core: "
-              f"{results['c1 ours 1 worker 1 thread']['seconds'] / ours:.2f}x; ceiling, {ceiling['processes']} bare "
-              f"single-thread processes against 1 on the same units: {ceiling['speedup']:.2f}x "
-              f"({ceiling['one_process_s']:.1f} s alone, {ceiling['together_s']:.1f} s together)")
+        print(
+            f"{len(devices)} workers against 1 worker of one core: "
+            f"{results['c1 ours 1 worker 1 thread']['seconds'] / ours:.2f}x; ceiling, {ceiling['processes']} bare "
+            f"single-thread processes against 1 on the same units: {ceiling['speedup']:.2f}x "
+            f"({ceiling['one_process_s']:.1f} s alone, {ceiling['together_s']:.1f} s together)"
+        )
     if args.ray_address:
-        print(f"Ray's overhead: (e) against (d), the same workers as local processes: "
-              f"{100 * (results['e ours on Ray']['seconds'] / results[ours_name]['seconds'] - 1):+.1f} %")
+        print(
+            f"Ray's overhead: (e) against (d), the same workers as local processes: "
+            f"{100 * (results['e ours on Ray']['seconds'] / results[ours_name]['seconds'] - 1):+.1f} %"
+        )
     if args.json:
         for result in results.values():
             if isinstance(result, dict):
@@ -316,7 +375,9 @@ def main() -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"ours = {ours_name}")
-    sequential = f"ours_vs_sequential={results['a sequential']['seconds'] / ours:.2f} " if "a sequential" in results else ""
+    sequential = (
+        f"ours_vs_sequential={results['a sequential']['seconds'] / ours:.2f} " if "a sequential" in results else ""
+    )
     print(f"RESULT {sequential}ours_vs_batched={results['b batched-16']['seconds'] / ours:.2f}")
 
 

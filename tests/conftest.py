@@ -8,8 +8,9 @@ import pytest
 import soundfile
 
 import speech
-from parallel_transcriber import ModelSpec, ParallelTranscriber
 from models import resolve_model
+from parallel_transcriber import ParallelTranscriber
+from worker import ModelSpec
 
 DATA = Path(__file__).parent / "data"
 
@@ -64,6 +65,61 @@ def make_media(ffmpeg: str, *args: str) -> None:
     subprocess.run([ffmpeg, "-loglevel", "error", "-y", *args], check=True)
 
 
+def blue_video(ffmpeg: str, audio: Path, target: Path) -> Path:
+    """`audio` under a blue picture, as H.264 and AAC in `target` (an MP4)."""
+    make_media(
+        ffmpeg,
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=blue:s=160x120:d=11",
+        "-i",
+        str(audio),
+        "-shortest",
+        "-c:v",
+        "libx264",
+        "-c:a",
+        "aac",
+        str(target),
+    )
+    return target
+
+
 @pytest.fixture(autouse=True)
 def _log_everything(caplog):
     caplog.set_level(logging.DEBUG, logger="whisper_for_subs")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium (Debian's; never a downloaded one), for the browser tests."""
+    from playwright.sync_api import sync_playwright
+
+    from browser import CHROMIUM, CHROMIUM_FLAGS
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="session")
+def films(ffmpeg, jfk, tmp_path_factory) -> dict[str, Path]:
+    """jfk's speech under a test picture, as H.264 in MP4 and as VP9 in WebM."""
+    folder = tmp_path_factory.mktemp("films")
+    picture = ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-i", str(jfk[0]), "-shortest"]
+    make_media(ffmpeg, *picture, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(folder / "speech.mp4"))
+    make_media(
+        ffmpeg,
+        *picture,
+        "-c:v",
+        "libvpx-vp9",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        "-c:a",
+        "libopus",
+        str(folder / "speech.webm"),
+    )
+    return {"mp4": folder / "speech.mp4", "webm": folder / "speech.webm"}

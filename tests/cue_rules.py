@@ -30,7 +30,9 @@ def assert_cues_obey_the_rules(cues: list[Cue], words: list[Word], options: CueO
             previous_end = cues[index - 1].end if index else 0.0  # the file's start counts as a cue's end
             next_start = cues[index + 1].start if index + 1 < len(cues) else None
             stuck_after = cue.end >= cue.words[-1].end + options.max_linger - SLACK or (
-                next_start is not None and next_start - cue.end <= options.min_gap + SLACK)
+                next_start is not None and next_start - cue.end <= options.min_gap + SLACK
+            )
             stuck_before = cue.start <= cue.words[0].start - options.max_lead_in + SLACK or (
-                cue.start - previous_end <= options.min_gap + SLACK)
+                cue.start - previous_end <= options.min_gap + SLACK
+            )
             assert stuck_after and stuck_before, cue

@@ -10,12 +10,29 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import jiwer
 
 ROOT = Path(__file__).resolve().parent.parent
+# How long a test waits for what it expects before it gives up: far longer than it takes on the slowest
+# day seen, so that it fails only where the thing never happens (each wait returns as soon as it does).
+PATIENCE_S = 300.0
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], message: str = "", seconds: float = PATIENCE_S, every: float = 0.05) -> T:
+    """Wait for `condition()` to give something true, and return it; fail with `message` if it never does."""
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds:g} s in vain: {message() if callable(message) else message}")
+        time.sleep(every)
+    return result
 
 
 def normalise(text: str) -> str:
@@ -33,7 +50,11 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None)
     model = [] if "--model" in args else ["--model", "tiny.en"]
     return subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *map(str, args), *model],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -48,9 +69,15 @@ def get_json(url: str) -> dict:
         return json.load(response)
 
 
+def job_folders(results: Path) -> list[Path]:
+    """The job folders in a results folder (not the waiting uploads, nor the server's own hidden files)."""
+    return sorted(path for path in results.iterdir() if path.is_dir() and len(path.name) == 32)
+
+
 def worker_pids(server_pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(server_pid), "-f", "multiprocessing.spawn"],
-                           capture_output=True, text=True).stdout.split()
+    found = subprocess.run(
+        ["pgrep", "-P", str(server_pid), "-f", "multiprocessing.spawn"], capture_output=True, text=True
+    ).stdout.split()
     return [int(pid) for pid in found]
 
 
@@ -72,27 +99,51 @@ class AppServer:
         return self.process.wait(timeout=timeout)
 
 
-def start_app(folder: Path, *args: str, **env: str) -> AppServer:
-    """Start the web app with its results under `folder`; returns once /health answers."""
-    port = free_port()
+def start_app(folder: Path, *args: str, port: int | None = None, **env: str) -> AppServer:
+    """Start the web app with its results under `folder` (on `port`, else a free one); returns once /health
+    answers."""
+    port = port or free_port()
     results = folder / "results"
     log = folder / "server.log"
     # tiny.en, the fastest model, unless the test names models (the default menu is base and tiny.en).
     environment = {**os.environ, "WHISPER_RESULTS_DIR": str(results), "WHISPER_MODEL": "tiny.en", **env}
     with open(log, "w") as output:
-        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT,
-                                   env=environment, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--port", str(port), *args],
+            cwd=ROOT,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     server = AppServer(f"http://127.0.0.1:{port}", process, results, log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         try:
             urllib.request.urlopen(server.url + "/health", timeout=5)
-            return server
         except urllib.error.HTTPError:
-            return server  # it answers: a status other than 200 is for the test to judge
+            return True  # it answers: a status other than 200 is for the test to judge
         except (urllib.error.URLError, ConnectionError):
             if process.poll() is not None:
-                raise RuntimeError(f"the server stopped while starting:\n{server.output()}")
-            time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"the server did not answer /health in time:\n{server.output()}")
+                raise RuntimeError(f"the server stopped while starting:\n{server.output()}") from None
+            return False
+        return True
+
+    try:
+        wait_until(answers, lambda: f"the server did not answer /health:\n{server.output()}", every=0.5)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@contextmanager
+def running_app(folder: Path, *args: str, **env: str) -> Iterator[AppServer]:
+    """`start_app` for the length of a block; the server must then stop as SIGTERM asks (exit 143). Its
+    log is printed, for pytest to show where the block failed."""
+    server = start_app(folder, *args, **env)
+    try:
+        yield server
+    finally:
+        status = server.stop()
+        print(server.output())
+    assert status == 143, f"the server exited with {status}"

@@ -9,15 +9,22 @@ import srt
 import webvtt
 from openai import OpenAI
 
-from helpers import get_json, start_app, word_error_rate
+from helpers import get_json, job_folders, start_app, word_error_rate
+
+pytestmark = pytest.mark.server  # starts the app (or a Ray cluster) as its own processes
 
 KEY = "test-key-1"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    app = start_app(tmp_path_factory.mktemp("api"), WHISPER_DEVICES="cpu*2", WHISPER_API_KEY=KEY,
-                    WHISPER_MAX_FILE_SIZE="2mb", WHISPER_QUEUE_SIZE="1")
+    app = start_app(
+        tmp_path_factory.mktemp("api"),
+        WHISPER_DEVICES="cpu*2",
+        WHISPER_API_KEY=KEY,
+        WHISPER_MAX_FILE_SIZE="2mb",
+        WHISPER_QUEUE_SIZE="1",
+    )
     yield app
     assert app.stop() == 143
     print(app.output())
@@ -41,7 +48,9 @@ def test_every_response_format(client, jfk, tmp_path):
     assert word_error_rate(jfk[1], transcribe(client, jfk[0]).text) <= 0.10  # json
     assert word_error_rate(jfk[1], transcribe(client, jfk[0], response_format="text")) <= 0.10
     cues = list(srt.parse(transcribe(client, jfk[0], response_format="srt")))
-    assert word_error_rate(jfk[1], " ".join(cue.content for cue in cues)) <= 0.10 and cues[-1].end.total_seconds() <= 11.1
+    assert (
+        word_error_rate(jfk[1], " ".join(cue.content for cue in cues)) <= 0.10 and cues[-1].end.total_seconds() <= 11.1
+    )
     vtt = tmp_path / "jfk.vtt"
     vtt.write_text(transcribe(client, jfk[0], response_format="vtt"))
     assert word_error_rate(jfk[1], " ".join(caption.text for caption in webvtt.read(vtt))) <= 0.10
@@ -74,14 +83,12 @@ def test_bad_requests_get_clear_errors_and_the_server_serves_on(server, client, 
     bad.write_text("this is not audio\n")
     with pytest.raises(openai.BadRequestError, match="not a readable audio or video file"):
         transcribe(client, bad)
-    with pytest.raises(openai.BadRequestError, match="cannot translate"):
-        with open(jfk[0], "rb") as file:
-            client.audio.translations.create(model="whisper-1", file=file)
+    with pytest.raises(openai.BadRequestError, match="cannot translate"), open(jfk[0], "rb") as file:
+        client.audio.translations.create(model="whisper-1", file=file)
     with pytest.raises(openai.BadRequestError, match="at most 223 fit"):
         transcribe(client, jfk[0], prompt="word " * 400)
-    with pytest.raises(openai.BadRequestError, match="does not exist here"):
-        with open(jfk[0], "rb") as file:
-            client.audio.transcriptions.create(model="large-v9", file=file)
+    with pytest.raises(openai.BadRequestError, match="does not exist here"), open(jfk[0], "rb") as file:
+        client.audio.transcriptions.create(model="large-v9", file=file)
     too_big = tmp_path / "big.wav"
     too_big.write_bytes(b"\0" * 3_000_000)
     with pytest.raises(openai.APIStatusError) as refused:
@@ -89,7 +96,7 @@ def test_bad_requests_get_clear_errors_and_the_server_serves_on(server, client, 
     assert refused.value.status_code == 413
     assert word_error_rate(jfk[1], transcribe(client, jfk[0]).text) <= 0.10
     assert get_json(server.url + "/health")["status"] == "ok"
-    assert not any(server.results.iterdir())  # each request's folder went with its answer
+    assert job_folders(server.results) == []  # each request's folder went with its answer
 
 
 def test_concurrent_calls_share_the_workers_and_the_queue_is_bounded(client, jfk):

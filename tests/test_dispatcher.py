@@ -111,7 +111,9 @@ def run_to_end(workers: list[FakeWorker], job) -> list[list[int]]:
     return sent
 
 
-@pytest.mark.parametrize("workers, arrival", [(1, "all at once"), (1, "one by one"), (2, "one by one"), (3, "in pairs")])
+@pytest.mark.parametrize(
+    "workers, arrival", [(1, "all at once"), (1, "one by one"), (2, "one by one"), (3, "in pairs")]
+)
 def test_batches_depend_on_the_job_alone(make_dispatcher, workers, arrival):
     fakes = [FakeWorker() for _ in range(workers)]
     dispatcher = make_dispatcher(fakes, [4] * workers)
@@ -186,7 +188,9 @@ def test_a_crashed_batch_is_sent_again_whole_and_fails_its_job_after_three_tries
     first.crash()  # the process died: both batches in flight on it are lost
     second.crash()
     again = [worker.next_call(), worker.next_call()]
-    assert sorted(call.indexes for call in again) == [[0], [1, 2]] and worker.restarts == 1  # one restart for one dead process
+    assert (
+        sorted(call.indexes for call in again) == [[0], [1, 2]] and worker.restarts == 1
+    )  # one restart for one dead process
     assert eventually(lambda: dispatcher.batch_sizes == [3])  # the new process's batch size
     calls = {tuple(call.indexes): call for call in again}
     calls[(0,)].answer()
@@ -260,13 +264,15 @@ def test_the_job_says_when_its_first_batch_began_and_how_long_its_workers_waited
     second.answer()
     assert job.wait(5)
 
-    assert 0.2 <= job.first_batch_s < 0.4
-    open_s = job.finished_at - job.opened_at
+    state = job.state
+    assert 0.2 <= state.first_batch_s < 0.4
+    open_s = state.finished_at - state.opened_at
     assert 0.7 <= open_s < 1.2
     # Worker 1 waited 0.2 s before and 0.2 s after its batch, worker 2 the first 0.2 s.
-    assert job.workers_idle_s == pytest.approx(2 * open_s - (first.future.result().finished - first.sent)
-                                               - (second.future.result().finished - second.sent))
-    assert 0.5 <= job.workers_idle_s < 0.9
+    assert state.workers_idle_s == pytest.approx(
+        2 * open_s - (first.future.result().finished - first.sent) - (second.future.result().finished - second.sent)
+    )
+    assert 0.5 <= state.workers_idle_s < 0.9
 
 
 def test_a_large_batch_size_starts_with_a_quarter_of_it(make_dispatcher):
@@ -289,8 +295,8 @@ def test_a_single_device_job_uses_every_worker_of_one_gpu(make_dispatcher):
     run_to_end(fakes, second)
     run_to_end(fakes, first)
     assert sorted([first.worker_indexes, second.worker_indexes]) == [[0, 1], [2, 3]]
-    assert {device for device, *_ in first.batch_times} == {fakes[first.worker_indexes[0]].device}
-    assert len(first.batch_times) == 2  # its two batches: both workers of its GPU may take one
+    assert {batch.device for batch in first.state.batches} == {fakes[first.worker_indexes[0]].device}
+    assert len(first.state.batches) == 2  # its two batches: both workers of its GPU may take one
 
 
 def test_a_single_device_job_keeps_to_one_cpu_worker(make_dispatcher):
@@ -351,7 +357,7 @@ def test_a_worker_that_joins_serves_the_jobs_already_open(make_dispatcher):
         call.answer()
     run_to_end([first, joining], job)
     assert len(job.segments()) == 4 and len(dispatcher.batch_sizes) == 2
-    assert {device for device, *_ in job.batch_times} == {"node-1 cpu", "node-3 cpu"}
+    assert {batch.device for batch in job.state.batches} == {"node-1 cpu", "node-3 cpu"}
 
 
 def test_where_each_unit_has_its_own_language_nothing_waits_for_one_detection(make_dispatcher):
@@ -378,7 +384,7 @@ def test_progress_names_each_worker_and_numbers_those_that_share_a_device(make_d
     for fake in fakes[1:]:
         fake.next_call()
     first.answer()
-    assert eventually(lambda: job.progress is not None)
-    assert job.progress.workers == ["cpu #1", "cpu #2", "cuda:0"]
+    assert eventually(lambda: job.state.batches)
+    assert job.state.workers == ("cpu #1", "cpu #2", "cuda:0")
     # The second CPU worker and the GPU have not answered: they are busy, by name.
-    assert {"cpu #2", "cuda:0"} <= set(job.progress.busy_devices) <= set(job.progress.workers)
+    assert {"cpu #2", "cuda:0"} <= set(job.state.busy) <= set(job.state.workers)

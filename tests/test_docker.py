@@ -9,6 +9,7 @@ from starlette.testclient import TestClient
 import app as web
 from helpers import ROOT
 from parallel_transcriber import ParallelTranscriber
+from settings import APP, SETTINGS
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 APPS = ["app", "app-cpu", "app-cluster"]  # the services that run the web app
@@ -47,7 +48,12 @@ def test_docker_stop_waits_longer_than_the_drain():
 
 def test_health_checks_point_at_a_route_that_answers(model_spec, tmp_path):
     for service in ("app", "app-cluster"):
-        assert COMPOSE["services"][service]["healthcheck"]["test"] == ["CMD", "curl", "-fsS", "http://127.0.0.1:7860/health"]
+        assert COMPOSE["services"][service]["healthcheck"]["test"] == [
+            "CMD",
+            "curl",
+            "-fsS",
+            "http://127.0.0.1:7860/health",
+        ]
     assert 'CMD ["curl", "-fsS", "http://127.0.0.1:7860/health"]' in DOCKERFILE
     settings = web.parse_settings(["--devices", "cpu", "--results-dir", str(tmp_path)])
     with ParallelTranscriber(model_spec, ["cpu"]) as pool:
@@ -57,39 +63,46 @@ def test_health_checks_point_at_a_route_that_answers(model_spec, tmp_path):
     assert response.json() == {"status": "ok", "models": {"tiny.en": 1}, "workers": {"tiny.en": ["cpu"]}}
 
 
-SETTING_OF = {
-    "WHISPER_MODEL": ("models", "large-v3", ["large-v3"]),
-    "WHISPER_DEVICES": ("devices", "cuda:0,cuda:1", "cuda:0,cuda:1"),
-    "WHISPER_COMPUTE_TYPE": ("compute_type", "int8_float16", "int8_float16"),
-    "WHISPER_BATCH_SIZE": ("batch_size", "24", 24),
-    "WHISPER_MAX_FILE_SIZE": ("max_file_size", "500mb", "500mb"),
-    "WHISPER_USERNAME": ("username", "ada", "ada"),
-    "WHISPER_PASSWORD": ("password", "secret", "secret"),
-    "WHISPER_KEEP_HOURS": ("keep_hours", "6", 6.0),
-    "WHISPER_DRAIN_SECONDS": ("drain_seconds", "120", 120.0),
-    "WHISPER_API_KEY": ("api_key", "sk-local", "sk-local"),
-    "WHISPER_RAY_ADDRESS": ("ray_address", "auto", "auto"),
-    "WHISPER_RESULTS_DIR": ("results_dir", "/data/results", None),
-    "WHISPER_HOST": ("host", "0.0.0.0", "0.0.0.0"),
-    "WHISPER_PORT": ("port", "7860", 7860),
+# A value for each variable that compose and the Dockerfile set, other than its default.
+SAMPLES = {
+    "WHISPER_MODEL": "large-v3",
+    "WHISPER_DEVICES": "cuda:0,cuda:1",
+    "WHISPER_COMPUTE_TYPE": "int8_float16",
+    "WHISPER_BATCH_SIZE": "24",
+    "WHISPER_MAX_FILE_SIZE": "500mb",
+    "WHISPER_USERNAME": "ada",
+    "WHISPER_PASSWORD": "secret",
+    "WHISPER_KEEP_HOURS": "6",
+    "WHISPER_DRAIN_SECONDS": "120",
+    "WHISPER_API_KEY": "sk-local",
+    "WHISPER_RAY_ADDRESS": "auto",
+    "WHISPER_RESULTS_DIR": "/data/results",
+    "WHISPER_HOST": "0.0.0.0",
+    "WHISPER_PORT": "7861",
+    "WHISPER_WATCH": "/media",
+    "WHISPER_WATCH_FORMATS": "srt,vtt",
+    "WHISPER_TRUSTED_PROXIES": "172.18.0.0/16",
 }
 
 
 @pytest.mark.parametrize("service", APPS)
 def test_every_environment_name_is_read_by_the_app(service, monkeypatch):
     names = set(COMPOSE["services"][service]["environment"]) | {n for n in dockerfile_env() if n.startswith("WHISPER_")}
-    assert names <= set(SETTING_OF), names - set(SETTING_OF)
+    settings = {setting.env: setting for setting in SETTINGS if APP in setting.doors}
+    assert names <= set(settings), names - set(settings)
     for name in names:
-        monkeypatch.setenv(name, SETTING_OF[name][1])
-    settings = web.parse_settings([])
+        monkeypatch.setenv(name, SAMPLES[name])
+    config = web.parse_settings([])
     for name in names:
-        field, value, expected = SETTING_OF[name]
-        setting = getattr(settings, field)
-        assert setting == (expected if expected is not None else setting.__class__(value)), name
+        setting = settings[name]
+        assert getattr(config, setting.name) == setting.parse(SAMPLES[name]) != setting.parse(setting.default), name
 
 
 def test_image_and_ci_install_the_same_pinned_requirements():
-    assert "COPY requirements.txt requirements-gpu.txt ./" in DOCKERFILE and "pip install -r requirements.txt" in DOCKERFILE
+    assert (
+        "COPY requirements.txt requirements-gpu.txt ./" in DOCKERFILE
+        and "pip install -r requirements.txt" in DOCKERFILE
+    )
     assert (ROOT / "requirements-dev.txt").read_text().splitlines()[1] == "-r requirements.txt"
     assert "-r requirements-dev.txt" in (ROOT / ".ci" / "run").read_text()
     requirements = (ROOT / "requirements.txt").read_text() + (ROOT / "requirements-gpu.txt").read_text()
@@ -97,7 +110,8 @@ def test_image_and_ci_install_the_same_pinned_requirements():
     for line in requirements.splitlines():
         if line and not line.startswith("#"):
             assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][\w.]*", line), line
-    torch_pin = next(l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.startswith("torch=="))
+    requirements = (ROOT / "requirements.txt").read_text().splitlines()
+    torch_pin = next(line for line in requirements if line.startswith("torch=="))
     assert f"{torch_pin} \\" in DOCKERFILE  # the CPU build of the very same version
 
 
@@ -109,7 +123,7 @@ def test_build_context_leaves_out_tests_caches_history_and_results():
 def test_ci_builds_runs_and_transcribes_through_the_image():
     assert "bash .ci/image" in (ROOT / ".ci" / "run").read_text()
     image = (ROOT / ".ci" / "image").read_text()
-    assert "podman build" in image and "-t \"$IMAGE\" ." in image and "tests/data/jfk.flac" in image
+    assert "podman build" in image and '-t "$IMAGE" .' in image and "tests/data/jfk.flac" in image
 
 
 def test_a_cluster_is_a_ray_head_with_the_app_and_workers_that_join_it():
@@ -119,5 +133,7 @@ def test_a_cluster_is_a_ray_head_with_the_app_and_workers_that_join_it():
     start_head, start_app = head["command"][2].split(" && ")
     assert start_head.startswith("ray start --head --port=6379") and start_app == "exec python app.py"
     assert head["environment"]["WHISPER_RAY_ADDRESS"] == "auto"
-    assert "exec ray start --address=$${WHISPER_RAY_HEAD:?" in worker["command"][2] and "--block" in worker["command"][2]
+    assert (
+        "exec ray start --address=$${WHISPER_RAY_HEAD:?" in worker["command"][2] and "--block" in worker["command"][2]
+    )
     assert re.search(r"^ray==", (ROOT / "requirements.txt").read_text(), re.M)  # the image has the ray command

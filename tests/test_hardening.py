@@ -19,24 +19,23 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app import remove_old_results
-from conftest import make_media
-from helpers import ROOT, get_json, run_cli, start_app, word_error_rate, worker_pids
+from conftest import blue_video, make_media
+from helpers import ROOT, get_json, job_folders, run_cli, start_app, word_error_rate, worker_pids
+from results import remove_old
+
+pytestmark = pytest.mark.server  # starts the app (or a Ray cluster) as its own processes
 
 MODEL = "tiny.en"
 SECRET_WORDS = ("americans", "country")  # what the server's own media file (jfk.flac) says
 
 
-def inputs(upload=None, recording=None, **changes) -> list:
-    """The transcribe event's 17 inputs, in the page's order, with the page's defaults."""
-    values = {
-        "upload": upload, "recording": recording, "multi_gpu": False, "language": "auto", "task": "transcribe",
-        "model": MODEL, "formats": ["srt"], "vad_threshold": 0.5, "initial_prompt": "", "hotwords": "",
-        "line_chars": 42, "chinese_script": "Taiwan Traditional", "link": "", "files": None, "folder": None,
-        "several_languages": False, "word_highlight": False,
-    }
-    values.update(changes)
-    return list(values.values())
+def inputs(url: str, **values) -> list:
+    """The scripting API's inputs (gradio_client's /transcribe) as positional data, in the order the server
+    lists its parameters, each at its default but `values`."""
+    parameters = get_json(url + "/gradio_api/info")["named_endpoints"]["/transcribe"]["parameters"]
+    defaults = {parameter["parameter_name"]: parameter["parameter_default"] for parameter in parameters}
+    assert set(values) <= set(defaults), set(values) - set(defaults)
+    return [values.get(name, default) for name, default in defaults.items()]
 
 
 def file_data(path: str | Path) -> dict:
@@ -53,8 +52,9 @@ def call(url: str, data: list) -> tuple[str, str]:
     """One job through /gradio_api/call/transcribe: ("complete", its outputs) or ("error", the message)."""
     with httpx.Client(timeout=120) as http:
         body = json.dumps({"data": data}, allow_nan=True)
-        event = http.post(f"{url}/gradio_api/call/transcribe", content=body,
-                          headers={"Content-Type": "application/json"}).json()["event_id"]
+        event = http.post(
+            f"{url}/gradio_api/call/transcribe", content=body, headers={"Content-Type": "application/json"}
+        ).json()["event_id"]
         with http.stream("GET", f"{url}/gradio_api/call/transcribe/{event}") as response:
             kind = ""
             for line in response.iter_lines():
@@ -72,14 +72,18 @@ def join(url: str, data: list) -> tuple[str, str]:
     fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "transcribe")
     session = uuid.uuid4().hex
     with httpx.Client(timeout=120) as http:
-        joined = http.post(f"{url}/gradio_api/queue/join",
-                           json={"data": data, "fn_index": fn_index, "session_hash": session, "event_id": None})
+        joined = http.post(
+            f"{url}/gradio_api/queue/join",
+            json={"data": data, "fn_index": fn_index, "session_hash": session, "event_id": None},
+        )
         assert joined.status_code == 200, joined.text
         with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as response:
             for message in map(json.loads, sse_messages(response)):
                 if message.get("msg") == "process_completed":
                     output = message["output"]
-                    return ("complete", output["data"]) if message.get("success") else ("error", output.get("error") or "")
+                    return (
+                        ("complete", output["data"]) if message.get("success") else ("error", output.get("error") or "")
+                    )
     raise AssertionError("the job's stream ended without a result")
 
 
@@ -111,20 +115,29 @@ def test_only_files_uploaded_here_are_taken_whatever_the_route_or_input(server, 
     planted = server.results / "planted" / "secret.flac"  # inside the upload folder, never uploaded
     planted.parent.mkdir(parents=True)
     shutil.copy(jfk[0], planted)
-    pairs = [(secret, tmp_path / "missing.flac"), (planted, planted.parent / "missing.flac"),
-             (Path("/etc/passwd"), Path("/etc/no-such-file"))]
+    pairs = [
+        (secret, tmp_path / "missing.flac"),
+        (planted, planted.parent / "missing.flac"),
+        (Path("/etc/passwd"), Path("/etc/no-such-file")),
+    ]
     for send in (call, join):
-        for position in ("upload", "recording", "files", "folder"):
+        for position in ("upload", "recording", "files"):
             for existing, missing in pairs:
                 answers = []
                 for path in (existing, missing):
-                    value = [file_data(path)] if position in ("files", "folder") else file_data(path)  # a batch
-                    kind, message = send(server.url, inputs(**{position: value}))
+                    value = [file_data(path)] if position == "files" else file_data(path)  # a batch
+                    kind, message = send(server.url, inputs(server.url, **{position: value}))
                     assert kind == "error" and not any(word in str(message).lower() for word in SECRET_WORDS)
+                    assert str(server.results) not in message and str(tmp_path) not in message, message
                     answers.append(message.replace(str(path), "PATH"))
-                # One answer whether or not something lies at the path: nothing can be probed.
+                # One answer whether or not something lies at the path: nothing can be probed. A path in
+                # the results folder is ours to refuse, in words; any other, Gradio's, which says no more
+                # than "Error" (its words would name the server's folders).
                 assert answers[0] == answers[1], (send.__name__, position, answers)
-                assert "not uploaded" in answers[0], answers[0]
+                if existing == planted:
+                    assert "was not uploaded to this page" in answers[0], answers[0]
+                else:
+                    assert answers[0] == "", answers[0]
     # Nothing was copied or moved: the secret's bytes lie nowhere the server serves from.
     copies = [path for path in files_under(server.results) if path.read_bytes() == secret.read_bytes()]
     assert copies == [planted]
@@ -133,28 +146,44 @@ def test_only_files_uploaded_here_are_taken_whatever_the_route_or_input(server, 
 
 def test_an_uploaded_file_is_transcribed_and_nothing_of_the_job_stays_outside_its_folder(server, jfk, tmp_path, ffmpeg):
     before = set(files_under(server.results))
-    kind, outputs = call(server.url, inputs(upload=file_data(upload(server.url, jfk[0])), formats=["srt", "vtt"]))
+    kind, outputs = call(
+        server.url, inputs(server.url, upload=file_data(upload(server.url, jfk[0])), formats=["srt", "vtt"])
+    )
     assert kind == "complete" and word_error_rate(jfk[1], outputs[1]) <= 0.10
     new = set(files_under(server.results)) - before
     job_folder = {path.parent for path in new}
-    assert len(job_folder) == 1, new  # the upload and its subtitles, in one folder
-    assert sorted(path.name for path in new) == ["jfk.flac", "jfk.srt", "jfk.vtt"]
+    assert len(job_folder) == 1, new  # the upload, its subtitles and what the page shows again, in one folder
+    assert sorted(path.name for path in new) == [
+        "jfk.flac",
+        "jfk.machine.json",
+        "jfk.player.vtt",
+        "jfk.srt",
+        "jfk.vtt",
+        "job.json",
+    ]
     # A video with SRT only: the player still gets a WebVTT file of ours, beside the rest.
     video = tmp_path / "speech.mp4"
-    make_media(ffmpeg, "-f", "lavfi", "-i", "color=c=blue:s=160x120:d=11", "-i", str(jfk[0]),
-               "-c:v", "libx264", "-c:a", "aac", "-shortest", str(video))
-    kind, outputs = call(server.url, inputs(upload=file_data(upload(server.url, video))))
-    assert kind == "complete" and outputs[2]["visible"] and outputs[2]["subtitles"]["path"].endswith(".vtt")
+    blue_video(ffmpeg, jfk[0], video)
+    kind, outputs = call(server.url, inputs(server.url, upload=file_data(upload(server.url, video))))
+    assert kind == "complete"
     video_files = set(files_under(server.results)) - before - new
-    assert sorted(path.name for path in video_files) == ["speech.mp4", "speech.player.vtt", "speech.srt"]
+    assert sorted(path.name for path in video_files) == [
+        "job.json",
+        "speech.machine.json",
+        "speech.mp4",
+        "speech.player.vtt",
+        "speech.srt",
+    ]
     new |= video_files
-    # A file that cannot be transcribed: its folder goes with it.
+    # A file that cannot be transcribed: a script's job folder goes with it.
     bad = tmp_path / "song.mp3"
     bad.write_text("this is not audio\n")
-    kind, message = call(server.url, inputs(upload=file_data(upload(server.url, bad))))
+    kind, message = call(server.url, inputs(server.url, upload=file_data(upload(server.url, bad))))
     assert kind == "error" and "not a readable audio or video file" in message
-    assert set(files_under(server.results)) == before | new
-    assert not [path for path in server.results.iterdir() if path.is_dir() and not any(path.iterdir())]
+    assert set(files_under(server.results)) - {server.results / ".browser-secret"} == (before | new) - {
+        server.results / ".browser-secret"
+    }
+    assert not [path for path in job_folders(server.results) if not any(path.iterdir())]
     assert files_under(server.results.parent / "gradio-default") == []
 
 
@@ -188,7 +217,7 @@ def test_a_playlist_is_refused_without_reading_what_it_names(server, jfk, tmp_pa
 def test_a_file_not_named_as_audio_or_video_is_refused(server, tmp_path):
     notes = tmp_path / "README.md"
     notes.write_text("# not a recording\n")  # the page's file picker refuses it; a raw client is told so too
-    kind, message = call(server.url, inputs(upload=file_data(upload(server.url, notes))))
+    kind, message = call(server.url, inputs(server.url, upload=file_data(upload(server.url, notes))))
     assert kind == "error" and message == "README.md is not an audio or video file: choose a recording or a film."
 
 
@@ -203,31 +232,45 @@ def test_prompt_and_hotwords_are_limited_in_tokens(server, jfk, tmp_path):
     for prompt, hotwords in (("word " * 400, ""), ("", "word " * 400), ("x" * 10_000_000, "y" * 10_000_000)):
         path = upload(server.url, jfk[0])
         started = time.monotonic()
-        kind, message = call(server.url, inputs(upload=file_data(path), initial_prompt=prompt, hotwords=hotwords))
+        kind, message = call(
+            server.url, inputs(server.url, upload=file_data(path), initial_prompt=prompt, hotwords=hotwords)
+        )
         assert kind == "error" and re.search(r"\d+ tokens long together; at most 223 fit", message), message
         assert time.monotonic() - started < 30
     assert sum(map(rss_kib, workers)) - memory_before < 50_000  # no worker was handed the texts
     # Just under the limit, together, the job still has room to write every word.
     within = ("President Kennedy's inaugural address, January 1961. " * 9, "Americans country")
-    kind, outputs = call(server.url, inputs(upload=file_data(upload(server.url, jfk[0])),
-                                            initial_prompt=within[0], hotwords=within[1]))
+    kind, outputs = call(
+        server.url,
+        inputs(server.url, upload=file_data(upload(server.url, jfk[0])), initial_prompt=within[0], hotwords=within[1]),
+    )
     assert kind == "complete" and word_error_rate(jfk[1], outputs[1]) <= 0.10, outputs
     cli = run_cli(jfk[0], "-o", tmp_path / "out.srt", "--initial-prompt", "word " * 400, "--devices", "cpu")
     assert cli.returncode == 2 and "at most 223 fit" in cli.stderr and "model loaded" not in cli.stderr, cli.stderr
     assert len(cli.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("field, value", [
-    ("vad_threshold", math.nan), ("vad_threshold", math.inf), ("vad_threshold", -1), ("vad_threshold", "high"),
-    ("line_chars", math.nan), ("line_chars", -math.inf), ("line_chars", 10**9), ("line_chars", 20.5),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("vad_threshold", math.nan),
+        ("vad_threshold", math.inf),
+        ("vad_threshold", -1),
+        ("vad_threshold", "high"),
+        ("line_chars", math.nan),
+        ("line_chars", -math.inf),
+        ("line_chars", 10**9),
+        ("line_chars", 20.5),
+    ],
+)
 def test_every_number_is_checked(server, jfk, field, value):
-    kind, message = call(server.url, inputs(upload=file_data(upload(server.url, jfk[0])), **{field: value}))
+    kind, message = call(server.url, inputs(server.url, upload=file_data(upload(server.url, jfk[0])), **{field: value}))
     label = {"vad_threshold": "VAD sensitivity", "line_chars": "Characters per line"}[field]
-    # Gradio's slider refuses what is outside its range or no number at all; the app refuses NaN,
-    # which compares as neither, and fractions of a character.
-    said = rf"^{label} must be|^Value .+ is (greater|less) than (maximum|minimum) value|Expected a `float`"
-    assert kind == "error" and re.search(said, message), message
+    # Gradio's slider refuses what is outside its range, and no number at all (saying only "Error": its
+    # own words would show the server's code); the app refuses NaN, which compares as neither, and
+    # fractions of a character.
+    said = rf"^{label} must be|^Value .+ is (greater|less) than (maximum|minimum) value"
+    assert kind == "error" and (re.search(said, message) if isinstance(value, (int, float)) else message == ""), message
     assert get_json(server.url + "/health")["status"] == "ok"
 
 
@@ -238,15 +281,16 @@ def test_old_results_are_removed(tmp_path):
         (folder / "talk.srt").write_text("1\n")
     two_days_ago = time.time() - 48 * 3600
     os.utime(old, (two_days_ago, two_days_ago))
-    remove_old_results(tmp_path, keep_hours=24)
+    remove_old(tmp_path, keep_hours=24)
     assert [path.name for path in tmp_path.iterdir()] == ["new-job"]
 
 
 def test_user_results_and_virtual_environments_are_not_tracked():
     tracked = subprocess.run(["git", "ls-files", "results", ".venv"], cwd=ROOT, capture_output=True, text=True)
     assert tracked.returncode == 0 and tracked.stdout == ""
-    ignored = subprocess.run(["git", "check-ignore", "results/job/talk.srt", ".venv/bin/python"], cwd=ROOT,
-                             capture_output=True, text=True)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "results/job/talk.srt", ".venv/bin/python"], cwd=ROOT, capture_output=True, text=True
+    )
     assert ignored.stdout.split() == ["results/job/talk.srt", ".venv/bin/python"]
 
 
@@ -257,6 +301,7 @@ def test_password_guessing_is_slowed_and_the_right_password_still_gets_in(tmp_pa
     app = start_app(tmp_path, WHISPER_DEVICES="cpu", WHISPER_USERNAME="ada", WHISPER_PASSWORD="right horse battery")
     try:
         with httpx.Client(base_url=app.url, timeout=10) as http:
+
             def login(password: str) -> httpx.Response:
                 return http.post("/login", data={"username": "ada", "password": password})
 
@@ -294,7 +339,8 @@ def transcribe_in_background(url: str, path: Path) -> tuple[threading.Thread, di
     def run():
         try:
             outcome["result"] = Client(url + "/", verbose=False).predict(
-                upload=handle_file(str(path)), recording=None, api_name="/transcribe")
+                upload=handle_file(str(path)), recording=None, api_name="/transcribe"
+            )
         except Exception as error:  # the test looks at what the caller got
             outcome["error"] = error
 
@@ -322,8 +368,9 @@ def test_sigterm_lets_the_running_job_finish_and_deliver_then_exits(tmp_path, mi
         urllib.request.urlopen(app.url + "/health", timeout=5)
     assert draining.value.code == 503 and json.load(draining.value) == {"status": "draining"}
     with pytest.raises(AppError, match="restarting and takes no new jobs"):
-        Client(app.url + "/", verbose=False).predict(upload=handle_file(str(jfk[0])), recording=None,
-                                                     api_name="/transcribe")
+        Client(app.url + "/", verbose=False).predict(
+            upload=handle_file(str(jfk[0])), recording=None, api_name="/transcribe"
+        )
     thread.join(timeout=120)
     assert "result" in outcome, outcome
     summary, text, *_ = outcome["result"]
@@ -332,8 +379,9 @@ def test_sigterm_lets_the_running_job_finish_and_deliver_then_exits(tmp_path, mi
     assert app.process.wait(timeout=60) == 143
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     assert not Path(unused).exists()
-    job_folders = [path for path in app.results.iterdir()]
-    assert len(job_folders) == 1 and {p.suffix for p in job_folders[0].iterdir()} == {".wav", ".srt", ".vtt"}
+    folders = job_folders(app.results)
+    assert len(folders) == 1 and {path.suffix for path in folders[0].iterdir()} == {".wav", ".srt", ".vtt", ".json"}
+    assert not (app.results / "uploads").exists() or not any((app.results / "uploads").iterdir())
 
 
 @pytest.mark.parametrize("how", ["second SIGTERM", "drain time over"])

@@ -12,21 +12,30 @@ import speech
 from cue_rules import assert_cues_obey_the_rules
 from datatypes import TranscribeOptions
 from helpers import get_json, run_cli, start_app, word_error_rate
-from parallel_transcriber import ModelSpec, ParallelTranscriber
+from parallel_transcriber import ParallelTranscriber
 from pipeline import transcribe_file
 from subtitles import BROADCAST, CHINESE_JAPANESE, PAUSE_BREAK_S
+from worker import ModelSpec
 
 pytestmark = pytest.mark.slow  # the base model: several times tiny.en's work
 
-GERMAN = ["Der Zug nach Berlin fährt um neun Uhr ab.", "Heute ist das Wetter sonnig und warm.",
-          "Wir brauchen Milch, Brot und Eier.", "Mein Bruder spielt jeden Abend Gitarre."]
+GERMAN = [
+    "Der Zug nach Berlin fährt um neun Uhr ab.",
+    "Heute ist das Wetter sonnig und warm.",
+    "Wir brauchen Milch, Brot und Eier.",
+    "Mein Bruder spielt jeden Abend Gitarre.",
+]
 
 
 def test_base_is_bundled_joined_once_into_the_cache_and_the_default_without_a_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     folder = Path(models.resolve_model("base"))
     assert folder.parent.parent == tmp_path and sorted(p.name for p in folder.iterdir()) == [
-        "config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+        "config.json",
+        "model.bin",
+        "tokenizer.json",
+        "vocabulary.txt",
+    ]
     assert folder.joinpath("model.bin").stat().st_size == 2 * 72_608_766  # the two halves, whole
     assert models.model_dimensions(str(folder)).decoder_layers == 6  # a readable CTranslate2 base model
     joined = folder.joinpath("model.bin").stat().st_mtime_ns
@@ -62,6 +71,7 @@ def test_real_english_speech_is_detected_as_english_by_base(jfk, tmp_path):
     assert word_error_rate(jfk[1], " ".join(segment["text"] for segment in transcript["segments"])) <= 0.10
 
 
+@pytest.mark.server
 def test_the_app_without_a_model_setting_offers_base_and_tiny_en(tmp_path):
     server = start_app(tmp_path, WHISPER_MODEL="", WHISPER_DEVICES="cpu")
     try:
@@ -69,15 +79,23 @@ def test_the_app_without_a_model_setting_offers_base_and_tiny_en(tmp_path):
         menus = {c["props"].get("elem_id"): c["props"] for c in get_json(server.url + "/config")["components"]}
         language = menus["language"]
         # Names, the most used first; open for base, the default model.
-        assert [label for label, _ in language["choices"][:4]] == ["Detect it", "English – en", "Chinese – zh", "Spanish – es"]
+        assert [label for label, _ in language["choices"][:4]] == [
+            "Detect it",
+            "English – en",
+            "Chinese – zh",
+            "Spanish – es",
+        ]
         assert ["Javanese – jw", "jw"] in language["choices"] and len(language["choices"]) == 101
         assert language["interactive"] is not False and language["value"] == "auto"
     finally:
         server.stop()
 
 
-ENGLISH = ["The weather today is sunny and warm.", "We need to buy milk, bread and eggs.",
-           "My brother plays the guitar every evening."]
+ENGLISH = [
+    "The weather today is sunny and warm.",
+    "We need to buy milk, bread and eggs.",
+    "My brother plays the guitar every evening.",
+]
 GERMAN_VOICE = "de+f2"  # of espeak-ng's German voices, the one base hears as German rather than Yiddish
 
 
@@ -133,7 +151,10 @@ def all_words(transcript) -> list:
 
 def test_base_words_on_the_test_sentences_make_cues_that_obey_the_rules(base_worker, composition):
     transcript = transcribe_file(composition[0], base_worker)
-    assert word_error_rate(" ".join(placed.text for placed in composition[1]), " ".join(c.text for c in transcript.cues)) <= 0.15
+    assert (
+        word_error_rate(" ".join(placed.text for placed in composition[1]), " ".join(c.text for c in transcript.cues))
+        <= 0.15
+    )
     assert_cues_obey_the_rules(transcript.cues, all_words(transcript), BROADCAST)
 
 
@@ -154,7 +175,9 @@ def mandarin(tmp_path_factory):
 
 def test_mandarin_in_taiwan_script_by_default_in_simplified_when_asked(base_worker, mandarin):
     taiwan = transcribe_file(mandarin[0], base_worker, TranscribeOptions(language="zh"))
-    simplified = transcribe_file(mandarin[0], base_worker, TranscribeOptions(language="zh"), chinese_script="Simplified")
+    simplified = transcribe_file(
+        mandarin[0], base_worker, TranscribeOptions(language="zh"), chinese_script="Simplified"
+    )
     taiwan_text, simplified_text = ("".join(cue.text for cue in t.cues) for t in (taiwan, simplified))
     # Heard as Mandarin: "we go to Taipei", "I'd like some tea" (the weather in between is heard worse).
     assert "我們去臺北" in taiwan_text and "我想喝茶" in taiwan_text, taiwan_text
@@ -167,5 +190,7 @@ def test_mandarin_in_taiwan_script_by_default_in_simplified_when_asked(base_work
         assert transcript.language == "zh"
         assert_cues_obey_the_rules(transcript.cues, all_words(transcript), CHINESE_JAPANESE)  # 16 a line
         for cue in transcript.cues:  # no cue runs over a pause between phrases
-            assert all(later.start - earlier.end < PAUSE_BREAK_S for earlier, later in zip(cue.words, cue.words[1:])), cue
+            assert all(later.start - earlier.end < PAUSE_BREAK_S for earlier, later in zip(cue.words, cue.words[1:])), (
+                cue
+            )
             assert not any(cue.words[0].start < placed.start - 0.5 < cue.words[-1].end for placed in mandarin[1]), cue

@@ -9,12 +9,13 @@ import pytest
 
 from audio import load_audio
 from conftest import tiled
-from engines import POISON_INDEX, CrashingTranscriber, ShortOfMemoryTranscriber
-from dispatcher import JobCancelled, JobFailed
-from parallel_transcriber import ParallelTranscriber, parse_devices
-from pipeline import transcribe_file
 from datatypes import TranscribeOptions, WorkUnit
+from devices import parse_devices
+from dispatcher import JobCancelled, JobFailed
+from engines import POISON_INDEX, CrashingTranscriber, ShortOfMemoryTranscriber
 from models import MAX_BATCH_SIZE
+from parallel_transcriber import ParallelTranscriber
+from pipeline import DECODING_SHARE, transcribe_file
 from vad_splitter import split_audio
 from writers import render
 
@@ -84,9 +85,9 @@ def test_parse_devices():
 
 
 def test_auto_puts_two_workers_on_every_gpu(monkeypatch):
-    import parallel_transcriber
+    import devices
 
-    monkeypatch.setattr(parallel_transcriber, "gpu_count", lambda: 2)  # this machine has none
+    monkeypatch.setattr(devices, "gpu_count", lambda: 2)  # this machine has none
     assert parse_devices("auto") == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
 
 
@@ -119,19 +120,19 @@ def test_single_device_mode_uses_one_worker_of_the_same_pool(two_workers, jfk):
     assert transcript.workers == 1 and two_workers.model_loads == loads
 
 
-def test_progress_is_reported_as_batches_finish(two_workers, composition):
+def test_progress_only_moves_forward_from_the_first_block_to_the_end(two_workers, composition):
     seen = []
     transcribe_file(composition[0], two_workers, SMALL_BATCHES, on_progress=seen.append)
-    assert len(seen) >= 2
-    assert [p.done_s for p in seen] == sorted(p.done_s for p in seen)
-    assert seen[-1].done_s == pytest.approx(seen[-1].total_s) and seen[-1].total_s > 50
-    assert all(set(p.busy_devices) <= {"cpu #1", "cpu #2"} for p in seen)
-    # From the first block decoded on, before any batch is back; the expected total never shrinks while
-    # the file is decoded, and is exact at the end.
-    assert seen[0].decoded_s > 0 and seen[0].done_s == 0 and seen[0].duration_s == pytest.approx(seen[-1].decoded_s, abs=0.1)
-    while_decoding = [p.expected_s for p in seen if p.decoded_s < p.duration_s]
-    assert while_decoding == sorted(while_decoding)
-    assert seen[-1].expected_s == seen[-1].total_s and seen[-1].workers == ["cpu #1", "cpu #2"]
+    assert len(seen) >= 3
+    fractions = [progress.fraction for progress in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and seen[-1].left_s == 0
+    assert any(0 < fraction < 1 for fraction in fractions if fraction > DECODING_SHARE)  # it moved while transcribing
+    # From the first block decoded on, before any batch is back, against the file's own length.
+    assert seen[0].decoded_s > 0 and not seen[0].transcribing
+    assert seen[0].duration_s == pytest.approx(seen[-1].decoded_s, abs=0.1)
+    assert all(set(progress.busy) <= {"cpu #1", "cpu #2"} for progress in seen)
+    assert seen[-1].workers == ("cpu #1", "cpu #2")
+    assert all(progress.left_s is None or progress.left_s >= 0 for progress in seen)
 
 
 def test_a_killed_worker_is_replaced_and_the_job_still_finishes_identically(model_spec, composition, undisturbed):
@@ -155,7 +156,9 @@ def test_a_unit_that_always_kills_its_worker_fails_its_job_and_the_next_job_work
         assert wait_for(lambda: pool.model_loads == 2 + 3), pool.model_loads  # one load for each replacement
 
 
-def test_a_batch_out_of_memory_is_done_in_halves_and_the_worker_keeps_the_smaller_size(model_spec, jfk, one_worker, capfd):
+def test_a_batch_out_of_memory_is_done_in_halves_and_the_worker_keeps_the_smaller_size(
+    model_spec, jfk, one_worker, capfd
+):
     units = copies(split_audio(load_audio(jfk[0])), 18)
     expected = one_worker.submit(units, SMALL_BATCHES).segments()
     spec = replace(model_spec, engine=ShortOfMemoryTranscriber)  # more than 2 windows at once fail
@@ -167,7 +170,10 @@ def test_a_batch_out_of_memory_is_done_in_halves_and_the_worker_keeps_the_smalle
     # The first job's longest batch (8 windows) shrinks the worker's batch size to 4, then 2; its
     # other batches are split to that size before they run, and the second job's batches are no
     # bigger than 2, so nothing else runs out of memory.
-    assert messages == ["[cpu] out of memory with 8 windows: batch size now 4", "[cpu] out of memory with 4 windows: batch size now 2"]
+    assert messages == [
+        "[cpu] out of memory with 8 windows: batch size now 4",
+        "[cpu] out of memory with 4 windows: batch size now 2",
+    ]
     assert pool.batch_sizes == [2]
 
 
@@ -187,7 +193,7 @@ def test_two_jobs_at_once_share_the_workers(two_workers, composition_units):
     def run(name):
         job = two_workers.submit(copies(composition_units, 3), SMALL_BATCHES)
         while not job.wait(timeout=0.05):
-            if job.progress is not None:
+            if job.state.busy:
                 started.setdefault(name, time.monotonic())
         started.setdefault(name, time.monotonic())
         job.segments()
@@ -239,7 +245,9 @@ def test_the_same_file_gives_byte_identical_subtitles_however_it_is_run(model_sp
     assert render(transcribe_file(four_minutes, two_workers, all_workers=False), "srt") == alone
 
     beside: dict[str, str] = {}
-    other = threading.Thread(target=lambda: beside.setdefault("other", render(transcribe_file(four_minutes, two_workers), "srt")))
+    other = threading.Thread(
+        target=lambda: beside.setdefault("other", render(transcribe_file(four_minutes, two_workers), "srt"))
+    )
     other.start()
     beside["this"] = render(transcribe_file(four_minutes, two_workers), "srt")
     other.join(timeout=300)

@@ -8,14 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanup import clean_segments, collapse_loops, convert_chinese_script
-from datatypes import Segment, Transcript, Word
 from cue_rules import assert_cues_obey_the_rules
+from datatypes import Segment, Transcript, Word
 from helpers import ROOT
 from subtitles import BROADCAST, CHINESE_JAPANESE, CueOptions, build_cues, width
 from writers import render
 
 
-def timed(text: str, start: float = 0.0, word_s: float = 0.3, pause_s: float = 0.0, chinese: bool = False) -> list[Word]:
+def timed(
+    text: str, start: float = 0.0, word_s: float = 0.3, pause_s: float = 0.0, chinese: bool = False
+) -> list[Word]:
     """Words of `text` spoken one after another, each `word_s` long, `pause_s` apart."""
     pieces = list(text) if chinese else [" " + piece for piece in text.split()]
     words, time = [], start
@@ -72,22 +74,25 @@ def test_a_short_clause_joins_its_neighbour_and_long_ones_still_break_at_the_pau
     assert cues == ["Permission is hereby granted,", "free of charge, to any person obtaining a copy of this software."]
 
 
-@pytest.mark.parametrize("text, together", [
-    ("The crew were Commander William McCool, Dr. Kalpana Chawla and Ilan Ramon.", "Dr. Kalpana"),
-    ("She met Mrs. Robinson at the station.", "Mrs. Robinson"),
-    ("Prices in the U.S. rose again this year.", "U.S. rose"),
-    ("Bring something warm, e.g. a coat or a scarf.", "e.g. a coat"),
-    ("The version is 3. 5 and it works.", "3. 5"),
-    ("He said wait. then he left the room.", "wait. then"),  # no sentence starts in lower case
-    ("Heute kommt Hr. Müller mit Fr. Schmidt zum Essen.", "Hr. Müller mit Fr. Schmidt"),
-    ("Das dauert ca. drei Stunden, vgl. Kapitel zwei.", "ca. drei"),
-    ("Nous avons vu Mme. Curie et Mlle. Dupont hier.", "Mme. Curie et Mlle. Dupont"),
-    ("Ayer llegó la Sra. García con la Dra. López.", "Sra. García con la Dra. López"),
-    ("Il Dott. Rossi parla con la Sig. Bianchi.", "Dott. Rossi"),
-    ("Vandaag spreekt Dhr. Jansen met Mevr. de Vries.", "Dhr. Jansen met Mevr."),
-    ("Он пришёл, т.е. вернулся домой вечером.", "т.е. вернулся"),
-    ("Read chapter No. 5 before class.", "No. 5"),
-])
+@pytest.mark.parametrize(
+    "text, together",
+    [
+        ("The crew were Commander William McCool, Dr. Kalpana Chawla and Ilan Ramon.", "Dr. Kalpana"),
+        ("She met Mrs. Robinson at the station.", "Mrs. Robinson"),
+        ("Prices in the U.S. rose again this year.", "U.S. rose"),
+        ("Bring something warm, e.g. a coat or a scarf.", "e.g. a coat"),
+        ("The version is 3. 5 and it works.", "3. 5"),
+        ("He said wait. then he left the room.", "wait. then"),  # no sentence starts in lower case
+        ("Heute kommt Hr. Müller mit Fr. Schmidt zum Essen.", "Hr. Müller mit Fr. Schmidt"),
+        ("Das dauert ca. drei Stunden, vgl. Kapitel zwei.", "ca. drei"),
+        ("Nous avons vu Mme. Curie et Mlle. Dupont hier.", "Mme. Curie et Mlle. Dupont"),
+        ("Ayer llegó la Sra. García con la Dra. López.", "Sra. García con la Dra. López"),
+        ("Il Dott. Rossi parla con la Sig. Bianchi.", "Dott. Rossi"),
+        ("Vandaag spreekt Dhr. Jansen met Mevr. de Vries.", "Dhr. Jansen met Mevr."),
+        ("Он пришёл, т.е. вернулся домой вечером.", "т.е. вернулся"),
+        ("Read chapter No. 5 before class.", "No. 5"),
+    ],
+)
 def test_titles_short_forms_and_numbers_are_no_sentence_ends(text, together):
     cues = [cue.text.replace("\n", " ") for cue in build_cues([segment(timed(text))])]
     assert any(together in cue for cue in cues), cues
@@ -101,7 +106,9 @@ def test_a_sentence_that_ends_in_a_short_word_still_ends():
 def test_a_pause_the_vad_heard_starts_a_new_cue_where_whisper_stretched_a_word_over_it():
     # Whisper's times run "travel" on to the next word; the VAD heard 1.2 s of silence there.
     words = timed("We watched a movie about space", start=1.0, word_s=0.2) + [
-        Word(2.2, 3.8, " travel", 0.9), Word(3.8, 4.2, " Yes.", 0.9)]
+        Word(2.2, 3.8, " travel", 0.9),
+        Word(3.8, 4.2, " Yes.", 0.9),
+    ]
     assert len(build_cues([segment(words)])) == 1
     cues = build_cues([segment(words)], BROADCAST, silences=[(2.5, 3.7)])
     assert [cue.text for cue in cues] == ["We watched a movie about space travel", "Yes."]
@@ -113,14 +120,17 @@ def test_a_long_pause_starts_a_new_cue():
     assert [cue.text for cue in build_cues([segment(words)])] == ["hello there", "general kenobi"]
 
 
-@pytest.mark.parametrize("words, expected", [
-    # 0.2 s of speech: it may linger 0.5 s (to 5.7), and takes the rest of its 0.8 s before it (from 4.9).
-    (timed("Yes.", start=5.0, word_s=0.2) + timed("Then we agree.", start=9.0), (4.9, 5.7)),
-    # The next cue starts at 1.5, so this one ends 80 ms before (1.42) and starts 0.8 s earlier (0.62).
-    (timed("Yes.", start=1.0, word_s=0.3) + timed("Then we agree.", start=1.5), (0.62, 1.42)),
-    # 42 characters need 2.1 s at 20 a second: from 0.5 s after the last word (11.7) back to 9.6.
-    (timed("Extraordinarily unbelievable circumstances.", start=10.0, word_s=0.4), (9.6, 11.7)),
-])
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        # 0.2 s of speech: it may linger 0.5 s (to 5.7), and takes the rest of its 0.8 s before it (from 4.9).
+        (timed("Yes.", start=5.0, word_s=0.2) + timed("Then we agree.", start=9.0), (4.9, 5.7)),
+        # The next cue starts at 1.5, so this one ends 80 ms before (1.42) and starts 0.8 s earlier (0.62).
+        (timed("Yes.", start=1.0, word_s=0.3) + timed("Then we agree.", start=1.5), (0.62, 1.42)),
+        # 42 characters need 2.1 s at 20 a second: from 0.5 s after the last word (11.7) back to 9.6.
+        (timed("Extraordinarily unbelievable circumstances.", start=10.0, word_s=0.4), (9.6, 11.7)),
+    ],
+)
 def test_a_short_or_fast_cue_takes_time_from_the_silence_around_it(words, expected):
     first = build_cues([segment(words)])[0]
     assert (first.start, first.end) == pytest.approx(expected)
@@ -251,23 +261,31 @@ def test_writers_give_known_text_and_ass_lines():
 
 def test_cue_rules_cleanup_and_writers_load_no_engine():
     # In a fresh interpreter: this one has loaded the engine for other tests.
-    check = ("import sys, datatypes, subtitles, cleanup, writers; "
-             "print(sorted(m for m in ('ctranslate2', 'faster_whisper', 'av', 'torch') if m in sys.modules))")
+    check = (
+        "import sys, datatypes, subtitles, cleanup, writers; "
+        "print(sorted(m for m in ('ctranslate2', 'faster_whisper', 'av', 'torch') if m in sys.modules))"
+    )
     loaded = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
 
 
 def test_word_highlight_times_each_word_in_ass_and_webvtt():
-    words = timed("Hello there, AT&T and", start=1.0, word_s=0.4, pause_s=0.1) + timed("friends.", start=3.5, word_s=0.5)
+    words = timed("Hello there, AT&T and", start=1.0, word_s=0.4, pause_s=0.1) + timed(
+        "friends.", start=3.5, word_s=0.5
+    )
     segments = [segment(words)]
     transcript = Transcript("talk.wav", 5.0, 3.0, "en", segments, build_cues(segments), [], {}, 1)
     ass = [line for line in render(transcript, "ass", word_highlight=True).splitlines() if line.startswith("Dialogue:")]
     # A word lit from its start until the next one starts (the last: until it ends), in centiseconds.
-    assert ass == ["Dialogue: 0,0:00:01.00,0:00:04.00,Default,,0,0,0,,"
-                   r"{\k50}Hello{\k50} there,{\k50} AT&T{\k100} and{\k50} friends."]
+    assert ass == [
+        "Dialogue: 0,0:00:01.00,0:00:04.00,Default,,0,0,0,,"
+        r"{\k50}Hello{\k50} there,{\k50} AT&T{\k100} and{\k50} friends."
+    ]
     vtt = render(transcript, "vtt", word_highlight=True)
-    assert ("00:00:01.000 --> 00:00:04.000\nHello<00:00:01.500> there,<00:00:02.000> AT&amp;T"
-            "<00:00:02.500> and<00:00:03.500> friends.\n") in vtt
+    assert (
+        "00:00:01.000 --> 00:00:04.000\nHello<00:00:01.500> there,<00:00:02.000> AT&amp;T"
+        "<00:00:02.500> and<00:00:03.500> friends.\n"
+    ) in vtt
     # Without it: the plain lines (WebVTT escaped, as HTML), and SRT never carries word times.
     assert "\nHello there, AT&amp;T and friends.\n" in render(transcript, "vtt")
     assert render(transcript, "srt", word_highlight=True) == render(transcript, "srt")
@@ -275,8 +293,17 @@ def test_word_highlight_times_each_word_in_ass_and_webvtt():
 
 def test_word_highlight_on_two_lines_a_lead_in_and_chinese():
     words = timed("one two three four five six seven eight", start=2.0, word_s=0.25)
-    transcript = Transcript("talk.wav", 6.0, 3.0, "en", [segment(words)],
-                            build_cues([segment(words)], CueOptions(max_line_chars=30)), [], {}, 1)
+    transcript = Transcript(
+        "talk.wav",
+        6.0,
+        3.0,
+        "en",
+        [segment(words)],
+        build_cues([segment(words)], CueOptions(max_line_chars=30)),
+        [],
+        {},
+        1,
+    )
     cue = transcript.cues[0]
     assert len(cue.lines) == 2
     cue.start = 1.8  # shown before its first word, as a short cue may be
@@ -284,5 +311,9 @@ def test_word_highlight_on_two_lines_a_lead_in_and_chinese():
     assert ass.startswith(r"{\k20}{\k25}one{\k25} two")
     assert r"\N{\k25}" in ass and ass.replace(r"\N", "\n").replace("{", "<").count("<") == len(words) + 1
     chinese = timed("你好世界。", start=0.5, word_s=0.3, chinese=True)
-    zh = Transcript("talk.wav", 3.0, 1.5, "zh", [segment(chinese)], build_cues([segment(chinese)], CHINESE_JAPANESE), [], {}, 1)
-    assert "\n你<00:00:00.800>好<00:00:01.100>世<00:00:01.400>界<00:00:01.700>。\n" in render(zh, "vtt", word_highlight=True)
+    zh = Transcript(
+        "talk.wav", 3.0, 1.5, "zh", [segment(chinese)], build_cues([segment(chinese)], CHINESE_JAPANESE), [], {}, 1
+    )
+    assert "\n你<00:00:00.800>好<00:00:01.100>世<00:00:01.400>界<00:00:01.700>。\n" in render(
+        zh, "vtt", word_highlight=True
+    )
