@@ -105,7 +105,9 @@ class OpenAIApi:
                 ) from None
             # A place in the queue only now that the whole upload is here: a slow client holds none.
             with self.service.admitted():
-                transcript = await run_while_connected(self.service, source, fields["options"], request)
+                transcript = await run_while_connected(
+                    request, lambda cancel: self.service.run(source, fields["options"], cancel=cancel)
+                )
             return self._render(transcript, fields)
         except messages.UserError as error:
             return error_response(error)

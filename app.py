@@ -23,8 +23,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from api import OpenAIApi
+from asr_api import AsrApi
 from http_jobs import ApiAccess
-from jobs import JobService
+from jobs import JobRequest, JobService
 from links import AddressPolicy, fetch_media
 from page import CSS, HEAD, build_ui
 from page_events import PageEvents
@@ -35,6 +36,7 @@ from serving import BodyLimits, LoginBrake, serve
 from settings import APP, Config, add_arguments, config_from
 from startup import configure_logging, start_pools, unwind_on_sigterm
 from uploads import UPLOAD_ROUTE, UploadDesk
+from watch import start_watching
 from worker_pool import WorkerPool
 
 log = logging.getLogger("whisper_for_subs")
@@ -46,7 +48,10 @@ def parse_settings(argv: list[str] | None = None) -> Config:
     """The app's settings from its flags and the environment (see settings.SETTINGS)."""
     parser = argparse.ArgumentParser(description="whisper-for-subs web app")
     add_arguments(parser, APP)
-    return config_from(parser.parse_args(argv), parser)
+    config = config_from(parser.parse_args(argv), parser)
+    if config.watch is not None and not config.watch.is_dir():
+        parser.error(f"WHISPER_WATCH: {config.watch} is not a folder")
+    return config
 
 
 def browser_secret(results_dir: Path) -> str:
@@ -104,6 +109,7 @@ def create_app(pools: dict[str, WorkerPool], config: Config) -> FastAPI:
     server.add_api_route(UPLOAD_ROUTE, uploads.receive, methods=["POST"], include_in_schema=False)
     access = ApiAccess(config.api_key, login is not None)
     server.include_router(OpenAIApi(service, access, results_dir, config.max_file_size, config.multilingual).router())
+    server.include_router(AsrApi(service, access, results_dir, config.max_file_size).router())
     server.add_middleware(LoginBrake)
     app = gr.mount_gradio_app(
         server,
@@ -135,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     unwind_on_sigterm()  # uvicorn raises SIGTERM again once it has stopped serving
     app = create_app(pools, config)
     service = app.state.service
+    if config.watch is not None:
+        options = service.check(JobRequest(formats=config.watch_formats, multilingual=config.multilingual))
+        start_watching(config.watch, service, options)
     try:
         log.info("serving on http://%s:%d", config.host, config.port)
         public = PublicPaths(app, str(config.results_dir))

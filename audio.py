@@ -3,6 +3,7 @@
 from __future__ import annotations  # PyAV's types in signatures are not looked up at import
 
 import errno
+import mimetypes
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from datatypes import BLOCK_SAMPLES, SAMPLE_RATE
 
 # Whisper hears nothing useful in less than this; a shorter file is almost always a mistake.
 MIN_DURATION_S = 0.25
+# Media that not every system's MIME table knows as audio or video.
+MEDIA_SUFFIXES = (".ts", ".mts", ".m2ts", ".mkv", ".mka", ".webm", ".opus", ".flac", ".m4a", ".weba")
 
 # The container formats (FFmpeg demuxers) read here: each reads nothing but the file's own bytes.
 # Playlists (hls, concat), image sequences and protocols could make the server open other files or
@@ -50,6 +53,12 @@ _REFUSED_BY_WHITELIST = errno.EINVAL
 
 class AudioError(ValueError):
     """The file cannot be used as audio; the message names the file and the reason."""
+
+
+def is_media_name(name: str | Path) -> bool:
+    """Whether a file's name says audio or video (its content is judged when it is read)."""
+    kind = mimetypes.guess_type(str(name))[0] or ""
+    return kind.startswith(("audio/", "video/")) or str(name).lower().endswith(MEDIA_SUFFIXES)
 
 
 def load_audio(path: str | Path) -> np.ndarray:

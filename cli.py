@@ -9,6 +9,7 @@ import queue
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,6 +24,7 @@ from models import ModelError
 from pipeline import Progress
 from settings import CLI, Config, add_arguments, config_from
 from startup import configure_logging, model_spec, start_pool, unwind_on_sigterm
+from watch import watch_folder
 from writers import FORMATS
 
 USER_ERROR, INTERNAL_ERROR = 2, 1
@@ -138,9 +140,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(spec.model_path)
         return 0
     if config.watch is not None:
-        from watch import watch_folder  # the watched folder's own door
-
-        return watch_folder(config, spec, args)
+        return watch(args, config, spec)
     if not args.inputs:
         raise ValueError("no input file given")
     if args.jobs is not None and args.jobs < 1:
@@ -169,6 +169,16 @@ def run(args: argparse.Namespace, config: Config) -> int:
             service = JobService({spec.name: pool}, config.batch_size, running=jobs)
             failures = transcribe_all(service, options, list(zip(inputs, labels, targets)), jobs, args.quiet)
     return USER_ERROR if failures else 0
+
+
+def watch(args: argparse.Namespace, config: Config, spec) -> int:
+    """`--watch FOLDER`: subtitles for a media library, now and as files appear, until stopped."""
+    if args.inputs:
+        raise ValueError("--watch takes a folder, not input files: give one or the other")
+    request = replace(job_request(args, config, config.watch_formats[0]), formats=config.watch_formats)
+    options = check_request(request, {spec.name: spec}, config.batch_size)
+    with start_pool(spec, config.devices, config.ray_address) as pool:
+        return watch_folder(JobService({spec.name: pool}, config.batch_size), options, config.watch)
 
 
 def transcribe_all(

@@ -72,6 +72,7 @@ class JobState:
     # The batch each worker is working on now: (its speech, since when: time.monotonic()).
     running: tuple[tuple[float, float], ...] = ()
     language: str | None = None  # None until detected, where it is detected once per file
+    language_probability: float = 1.0  # how sure the model was of the language it detected
     batches: tuple[BatchTime, ...] = ()  # those finished
     finished_at: float | None = None  # once it ended, well or not
     error: Exception | None = None  # why it failed, or JobCancelled
@@ -113,6 +114,7 @@ class Detected:
     """The answer for a language detection."""
 
     language: str
+    probability: float = 1.0  # how sure the model is
 
 
 class WorkerHandle(Protocol):
@@ -155,6 +157,8 @@ class Job:
     batch_times: list[BatchTime] = field(default_factory=list)
     tries: dict[int, int] = field(default_factory=dict)  # unit index -> times its worker died on it
     detecting: bool = False
+    detect_only: bool = False  # the job ends once its language is known: its units are not transcribed
+    language_probability: float = 1.0
     closed: bool = False  # no more units will be added
     finished: threading.Event = field(default_factory=threading.Event)
 
@@ -304,9 +308,10 @@ class Dispatcher:
         """Each worker's batch size now."""
         return [worker.batch_size for worker in self._workers]
 
-    def open_job(self, options: TranscribeOptions, all_workers: bool) -> Job:
-        """A new job; its units follow with AddUnits, then CloseJob."""
-        job = Job(next(self._job_ids), options, all_workers)
+    def open_job(self, options: TranscribeOptions, all_workers: bool, detect_only: bool = False) -> Job:
+        """A new job; its units follow with AddUnits, then CloseJob. `detect_only`: it ends once the language
+        of its first unit is known."""
+        job = Job(next(self._job_ids), options, all_workers, detect_only=detect_only)
         self._inbox.put(OpenJob(job))
         return job
 
@@ -456,11 +461,14 @@ class Dispatcher:
             )
             return
         match future.result():
-            case Detected(language):
+            case Detected(language, probability):
                 job.detecting = False
                 job.options = replace(job.options, language=language)
-                log.info("job %d: language %s", job.id, language)
+                job.language_probability = probability
+                log.info("job %d: language %s (%.2f)", job.id, language, probability)
                 self._publish(job)
+                if job.detect_only:
+                    self._finish(job)
             case Transcribed(segments, batch_size, started, finished):
                 worker.batch_size = batch_size
                 speech_s = sum(unit.duration for unit in units)
@@ -496,6 +504,7 @@ class Dispatcher:
                 (call.speech_s, max(call.sent_at, self._workers[index].answered_at)) for index, call in working
             ),
             language=job.language,
+            language_probability=job.language_probability,
             batches=tuple(job.batch_times),
             finished_at=time.monotonic() if ended else None,
             error=error,

@@ -6,16 +6,18 @@ fetch its result any more).
 import asyncio
 import hmac
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 from fastapi import Request
 
 import messages
-from datatypes import Transcript
-from jobs import JobOptions, JobService
 from links import safe_name
+
+T = TypeVar("T")
 
 COPY_CHUNK = 1 << 20
 DISCONNECT_POLL_S = 0.5
@@ -29,16 +31,21 @@ class ApiAccess:
     login: bool  # the page has a login: then the APIs need a key too
 
 
-def check_key(request: Request, access: ApiAccess) -> None:
+def check_key(request: Request, access: ApiAccess, key_in_path: str | None = None) -> None:
     """Raise UserError(401) unless the request may use the API: it sends the key (`Authorization: Bearer
-    KEY`, or `X-API-Key: KEY`), or none is asked for and the page has no login."""
+    KEY`, `X-API-Key: KEY`, or in its path, `key_in_path`, for clients that send no header), or none is
+    asked for and the page has no login."""
     if access.api_key is None:
         if access.login:
             raise messages.UserError(
                 "this server has a login: its API needs a key (WHISPER_API_KEY)", status=401, code="invalid_api_key"
             )
         return
-    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+    given = (
+        key_in_path
+        or request.headers.get("x-api-key")
+        or request.headers.get("authorization", "").removeprefix("Bearer ")
+    )
     if not hmac.compare_digest(given.strip().encode(), access.api_key.encode()):
         raise messages.UserError("incorrect API key provided", status=401, code="invalid_api_key")
 
@@ -60,8 +67,8 @@ async def save_upload(upload, folder: Path, limit_bytes: int, param: str) -> Pat
     return target
 
 
-async def run_while_connected(service: JobService, source: Path, options: JobOptions, request: Request) -> Transcript:
-    """Run the job in a thread of its own, cancelled when the client disconnects."""
+async def run_while_connected(request: Request, work: Callable[[threading.Event], T]) -> T:
+    """`work(cancel)` in a thread of its own, `cancel` set when the client disconnects."""
     cancel = threading.Event()
 
     async def watch() -> None:
@@ -71,6 +78,6 @@ async def run_while_connected(service: JobService, source: Path, options: JobOpt
 
     watcher = asyncio.create_task(watch())
     try:
-        return await anyio.to_thread.run_sync(lambda: service.run(source, options, cancel=cancel))
+        return await anyio.to_thread.run_sync(work, cancel)
     finally:
         watcher.cancel()

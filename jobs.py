@@ -14,13 +14,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 import messages
+from audio import AudioError, stream_audio
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
-from datatypes import Cue, TranscribeOptions, Transcript
+from datatypes import SAMPLE_RATE, Cue, TranscribeOptions, Transcript
+from dispatcher import JobCancelled, JobFailed
 from models import LANGUAGE_CODES, can_translate, check_prompt, knows_only_english
 from pipeline import Progress, transcribe_file
 from serving import JobCounter, ServerDraining
-from vad_splitter import VadOptions
+from vad_splitter import VadOptions, split_audio
 from worker import ModelSpec
 from worker_pool import WorkerPool
 from writers import FORMATS, write
@@ -153,6 +157,28 @@ class JobService:
         finally:
             self._places.release()
 
+    def detect_language(
+        self, source: Path, offset_s: float = 0.0, length_s: float = 30.0, cancel: threading.Event | None = None
+    ) -> tuple[str, float]:
+        """The language spoken in `source`, from its first speech in `length_s` seconds from `offset_s`, and
+        how sure the default model is. Raises UserError for a file that cannot be read, or holds no
+        speech there."""
+        try:
+            with self.counter.job():
+                clip = clip_of(source, offset_s, length_s)
+                units = split_audio(clip)
+                if not units:
+                    raise messages.UserError(
+                        f"no speech found in the {length_s:g} s from {offset_s:g} s", param="audio_file"
+                    )
+                if cancel is not None and cancel.is_set():
+                    raise messages.Cancelled()
+                return self.pools[self.default_model].detect(units[0])
+        except ServerDraining:
+            raise messages.UserError(messages.SERVER_DRAINING, status=503) from None
+        except (AudioError, JobFailed, JobCancelled) as error:
+            raise messages.explain(error) from None
+
     @staticmethod
     def write(
         transcript: Transcript, folder: Path, stem: str, options: JobOptions, formats: tuple[str, ...] | None = None
@@ -224,6 +250,18 @@ def check_request(request: JobRequest, models: dict[str, ModelSpec], batch_size:
         request.word_highlight,
         request.all_workers,
     )
+
+
+def clip_of(source: Path, offset_s: float, length_s: float) -> np.ndarray:
+    """`length_s` seconds of `source`'s audio from `offset_s` (16 kHz mono), decoding no further."""
+    first, last = int(offset_s * SAMPLE_RATE), int((offset_s + length_s) * SAMPLE_RATE)
+    blocks, read = [], 0
+    for block in stream_audio(source):
+        blocks.append(block[max(first - read, 0) : max(last - read, 0)])
+        read += len(block)
+        if read >= last:
+            break
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
 def number_in_range(name: str, value, low: float, high: float) -> float:

@@ -5,28 +5,28 @@ The page keeps a random id in the browser's storage: its jobs are listed under "
 job's address (`?job=ID`, set while it runs) shows it again after a reload, in this browser only.
 """
 
-import re
 from pathlib import Path
 
 import gradio as gr
-import pycountry
 
 import messages
+from audio import MEDIA_SUFFIXES, is_media_name
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from jobs import LINE_CHARS_RANGE, VAD_THRESHOLD_RANGE
-from models import LANGUAGE_CODES, can_translate
-from page_events import MEDIA_FILE_TYPES, RESULTS, PageEvents, PageForm, is_media_name
+from languages import language_choices
+from models import can_translate
+from page_events import RESULTS, PageEvents, PageForm
 from subtitles import CueOptions
 from vad_splitter import VadOptions
 from worker_pool import WorkerPool
 from writers import FORMATS
 
+# What the file picker offers: audio and video by their MIME types, and those some MIME tables do not know.
+MEDIA_FILE_TYPES = ["audio", "video", *MEDIA_SUFFIXES]
 HINT = (
     '<div class="hint">Choose a recording (or record, or paste a link, or choose several files), '
     "then Transcribe: its progress, a player and the subtitles show here.</div>"
 )
-# The languages people subtitle most, first in the menu; the others follow by name.
-MOST_USED_LANGUAGES = ("en", "zh", "es", "fr", "de", "ja", "pt", "ru", "ko", "it", "ar", "hi")
 
 CSS = """
 #title h1 { font-size: 1.6em; margin: 0; display: inline; } #title p { display: inline; margin-left: 12px; }
@@ -106,23 +106,6 @@ window.whisperForSubs = (() => {
   };
 })();
 </script>"""
-
-
-def language_name(code: str) -> str:
-    """A language's English name from ISO 639 (pycountry), without qualifiers such as "(macrolanguage)"."""
-    if code == "jw":  # Whisper's code for Javanese; ISO 639-1 says jv
-        code = "jv"
-    found = pycountry.languages.get(**{"alpha_2" if len(code) == 2 else "alpha_3": code})
-    name = getattr(found, "common_name", None) or getattr(found, "name", code)
-    return re.sub(r" \(.*\)$", "", name)
-
-
-def language_choices() -> list[tuple[str, str]]:
-    """The language menu: (shown, value) pairs such as ("Chinese – zh", "zh"), the most used first."""
-    rest = sorted((code for code in LANGUAGE_CODES if code not in MOST_USED_LANGUAGES), key=language_name)
-    return [("Detect it", "auto")] + [
-        (f"{language_name(code)} – {code}", code) for code in (*MOST_USED_LANGUAGES, *rest)
-    ]
 
 
 def language_state(english_only: bool, model: str, value: str = "auto") -> dict:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-from gradio_client import utils as gradio_client_utils
 
 import messages
 from jobs import JobRequest, JobService
@@ -35,9 +34,6 @@ from results import (
 from uploads import UploadDesk
 from writers import FORMATS, plain_text
 
-# What the picker offers: audio and video by their MIME types, and MPEG transport streams, whose
-# extension the MIME table does not know as video.
-MEDIA_FILE_TYPES = ["audio", "video", ".ts", ".mts", ".m2ts"]
 # The outputs a job's view sets, by name, in the order `page.py` lists their components.
 RESULTS = (
     "status",
@@ -59,11 +55,6 @@ API_WATCH_S = 30.0  # a script's job that nobody has followed for this long is c
 def outputs(**updates) -> tuple:
     """The page's outputs in RESULTS order: those named, and gr.skip() (left as they are) for the rest."""
     return tuple(updates.get(name, gr.skip()) for name in RESULTS)
-
-
-def is_media_name(path: str) -> bool:
-    """Whether a file's name says audio or video."""
-    return gradio_client_utils.is_valid_file(path, MEDIA_FILE_TYPES)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ log = logging.getLogger("whisper_for_subs")
 FREE_LOGIN_FAILURES = 5
 MAX_LOGIN_DELAY_S = 60
 LOGIN_PATHS = ("/login", "/login/")  # the page's login: a wrong password answers 400
-API_PREFIX = "/v1/"  # the OpenAI-compatible API: a wrong key answers 401
+# The APIs (OpenAI's, whisper-asr-webservice's, and the latter with its key in the path): a wrong key answers 401.
+API_PREFIXES = ("/v1/", "/asr", "/detect-language", "/key/")
 
 # After the last job of a drain, the port stays open until neither that job's end nor any request is
 # less than QUIET_S ago (at most DELIVERY_S), so that clients can fetch the files of their results.
@@ -143,7 +144,7 @@ class LoginBrake:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One request, through the middleware."""
         is_login = scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in LOGIN_PATHS
-        is_api = scope["type"] == "http" and scope["path"].startswith(API_PREFIX)
+        is_api = scope["type"] == "http" and scope["path"].startswith(API_PREFIXES)
         if not (is_login or is_api):
             await self.app(scope, receive, send)
             return

@@ -38,19 +38,20 @@ class WhisperTranscriber:
         """Whether the model knows more than English."""
         return self.model.model.is_multilingual
 
-    def detect_language(self, unit: WorkUnit) -> str:
-        """The language spoken in `unit`, which is speech only (no leading silence or music)."""
+    def detect_language(self, unit: WorkUnit) -> tuple[str, float]:
+        """The language spoken in `unit`, which is speech only (no leading silence or music), and how sure
+        the model is of it (0 to 1)."""
         if not self.multilingual:
-            return "en"
-        language, _probability, _all = self.model.detect_language(unit.audio)
-        return language
+            return "en", 1.0
+        language, probability, _all = self.model.detect_language(unit.audio)
+        return language, float(probability)
 
     def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
         """Transcribe `units`; one list of segments per unit, in file time. In one batched call, or,
         where each unit's language is detected (`options.multilingual`), in one per language."""
         if not (options.multilingual and self.multilingual):
             return self._transcribe_in(units, options, options.language)
-        languages = [self.detect_language(unit) for unit in units]
+        languages = [self.detect_language(unit)[0] for unit in units]
         results: list[list[Segment]] = [[] for _ in units]
         for language in dict.fromkeys(languages):  # in order of first appearance: the same every time
             positions = [index for index, found in enumerate(languages) if found == language]

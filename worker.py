@@ -53,7 +53,7 @@ class ModelWorker:
 
     def detect_language(self, unit: WorkUnit) -> Detected:
         """The language spoken in `unit`."""
-        return Detected(self.engine.detect_language(unit))
+        return Detected(*self.engine.detect_language(unit))
 
     def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> Transcribed:
         """Transcribe `units` as one batch; the segments with when the batch began and ended."""

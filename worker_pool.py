@@ -41,6 +41,13 @@ class WorkerPool:
             options = replace(options, language="en", multilingual=False)
         return self._dispatcher.open_job(options, all_workers)
 
+    def detect(self, unit: WorkUnit) -> tuple[str, float]:
+        """The language spoken in `unit`, and how sure the model is, from whichever worker is free."""
+        job = self._dispatcher.open_job(TranscribeOptions(), all_workers=True, detect_only=True)
+        self.add_units(job, [unit])
+        job.segments()  # waits; raises JobFailed or JobCancelled
+        return job.state.language, job.state.language_probability
+
     def add_units(self, job: Job, units: list[WorkUnit]) -> None:
         """More units of an open job, in file order."""
         self._dispatcher.send(AddUnits(job, units))

@@ -27,14 +27,16 @@ def test_gpu_services_reserve_every_nvidia_gpu():
     assert "deploy" not in COMPOSE["services"]["app-cpu"] and COMPOSE["services"]["app-cpu"]["profiles"] == ["cpu"]
 
 
-def test_volumes_hold_the_model_cache_and_results():
+def test_volumes_hold_the_model_cache_and_results_and_the_apps_a_media_library():
     env = dockerfile_env()
+    kept = {f"models:{env['HF_HOME']}", f"results:{env['WHISPER_RESULTS_DIR']}"}
     for service in COMPOSE["services"].values():
-        assert set(service["volumes"]) == {f"models:{env['HF_HOME']}", f"results:{env['WHISPER_RESULTS_DIR']}"}
+        library = {"${WHISPER_MEDIA:-media}:/media"} if "ports" in service else set()  # the apps, not the cluster
+        assert set(service["volumes"]) == kept | library
         assert service["shm_size"] and service["restart"] == "unless-stopped"
         # A cluster's nodes use their machine's network (Ray's many ports); the others publish one.
         assert service.get("network_mode") == "host" or service["ports"] == ["${WHISPER_PORT:-7860}:7860"]
-    assert set(COMPOSE["volumes"]) == {"models", "results"}
+    assert set(COMPOSE["volumes"]) == {"models", "results", "media"}
 
 
 def test_docker_stop_waits_longer_than_the_drain():
