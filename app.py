@@ -27,7 +27,8 @@ from asr_api import AsrApi
 from http_jobs import ApiAccess
 from jobs import JobRequest, JobService
 from links import AddressPolicy, fetch_media
-from page import CSS, HEAD, build_ui
+from page import build_ui
+from page_assets import CSS, HEAD
 from page_events import PageEvents
 from page_jobs import PageJobs
 from public_paths import PublicPaths

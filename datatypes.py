@@ -16,6 +16,8 @@ BLOCK_SAMPLES = 60 * SAMPLE_RATE
 # Silence put between the speech spans of a work unit, so that Whisper hears a pause where the file had
 # one and its word timings do not run from one span into the next.
 JOINT_SILENCE_S = 0.3
+# A word Whisper gave less than this probability to is marked for a reviewer to read first.
+UNSURE_PROBABILITY = 0.5
 # Languages written without spaces between words: their cues are narrower, and their words join as they are.
 LANGUAGES_WITHOUT_SPACES = ("zh", "ja", "yue")
 

@@ -15,7 +15,8 @@ from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from jobs import LINE_CHARS_RANGE, VAD_THRESHOLD_RANGE
 from languages import language_choices
 from models import can_translate
-from page_events import RESULTS, PageEvents, PageForm
+from page_events import PageEvents, PageForm
+from page_views import RESULTS
 from subtitles import CueOptions
 from vad_splitter import VadOptions
 from worker_pool import WorkerPool
@@ -27,85 +28,6 @@ HINT = (
     '<div class="hint">Choose a recording (or record, or paste a link, or choose several files), '
     "then Transcribe: its progress, a player and the subtitles show here.</div>"
 )
-
-CSS = """
-#title h1 { font-size: 1.6em; margin: 0; display: inline; } #title p { display: inline; margin-left: 12px; }
-#status .progress { padding: 10px 12px; border: 1px solid var(--border-color-primary); border-radius: 8px; }
-#status .progress-title { font-weight: 600; margin-bottom: 6px; }
-#status .progress-track { height: 10px; border-radius: 5px; background: var(--neutral-200); overflow: hidden; }
-#status .progress-bar { height: 100%; background: var(--color-accent); transition: width 0.4s ease; }
-#status .progress-text { margin-top: 6px; font-size: 0.95em; }
-#status .message { padding: 10px 12px; border-radius: 8px; border-left: 5px solid; white-space: pre-line; }
-#status .message.done { border-color: #2e9e4f; background: rgba(46, 158, 79, 0.08); }
-#status .message.error { border-color: #d03030; background: rgba(208, 48, 48, 0.08); }
-#status .message.cancelled, #status .message.note, #status .message.batch {
-    border-color: #8a8a8a; background: rgba(128, 128, 128, 0.08); }
-#status ul { margin: 6px 0 0 18px; }
-#status .hint { padding: 10px 12px; color: var(--body-text-color-subdued); }
-#status li.error { color: #b02020; }
-.recent ul { margin: 4px 0 0 18px; } .recent .when, .recent .state { color: var(--body-text-color-subdued); }
-.captions { position: absolute; left: 4%; right: 4%; bottom: 72px; text-align: center; pointer-events: none;
-    font-size: clamp(14px, 2.6vw, 24px); line-height: 1.35; z-index: 5; }
-.captions.below { position: static; margin: 8px 0 0; font-size: 18px; }
-.captions .line { display: inline; padding: 2px 8px; background: rgba(0, 0, 0, 0.78); color: #fff;
-    box-decoration-break: clone; -webkit-box-decoration-break: clone; }
-.captions .future { color: #9c9c9c; }
-"""
-
-# Runs once in the page: the job's address in the URL, and captions drawn by the page itself, above the
-# player's controls, each word lit as it is spoken where the track times words (Chromium shows WebVTT's
-# inline timestamps as words that appear, and lets no page dim the words not yet spoken).
-HEAD = """<script>
-window.whisperForSubs = (() => {
-  const stamp = /<(\\d\\d):(\\d\\d):(\\d\\d\\.\\d\\d\\d)>/g;
-  const decode = (text) => { const box = document.createElement('textarea'); box.innerHTML = text; return box.value; };
-  const escape = (text) => text.replace(/[&<>"]/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'})[c]);
-  function cueHtml(cue, now) {
-    const pieces = [];
-    let at = cue.startTime, last = 0, found;
-    stamp.lastIndex = 0;
-    while ((found = stamp.exec(cue.text)) !== null) {
-      pieces.push([at, cue.text.slice(last, found.index)]);
-      at = (+found[1]) * 3600 + (+found[2]) * 60 + parseFloat(found[3]);
-      last = stamp.lastIndex;
-    }
-    pieces.push([at, cue.text.slice(last)]);
-    const words = pieces.map(([from, text]) =>
-      `<span class="${now >= from ? 'spoken' : 'future'}">${escape(decode(text)).replace(/\\n/g, '<br>')}</span>`);
-    return `<span class="line">${words.join('')}</span>`;
-  }
-  function draw(media, box) {
-    const track = media.textTracks && media.textTracks[0];
-    if (!track) { box.innerHTML = ''; return; }
-    if (track.mode !== 'hidden') track.mode = 'hidden';
-    const now = media.currentTime;
-    box.innerHTML = [...(track.activeCues || [])].map((cue) => cueHtml(cue, now)).join('<br>');
-  }
-  function attach(media, below) {
-    if (media.dataset.captions) return;
-    media.dataset.captions = '1';
-    const box = document.createElement('div');
-    box.className = below ? 'captions below' : 'captions';
-    box.setAttribute('aria-live', 'off');
-    (below ? media.closest('#audio') : media.parentElement).append(box);
-    const tick = () => { draw(media, box); if (!media.paused) requestAnimationFrame(tick); };
-    ['play', 'seeked', 'timeupdate', 'loadeddata'].forEach((name) => media.addEventListener(name, tick));
-    media.textTracks.addEventListener('addtrack', tick);
-    tick();
-  }
-  setInterval(() => {
-    document.querySelectorAll('#video video').forEach((media) => attach(media, false));
-    document.querySelectorAll('#audio audio').forEach((media) => attach(media, true));
-  }, 300);
-  return {
-    showJob(id) {
-      const url = new URL(window.location.href);
-      if (id) url.searchParams.set('job', id); else url.searchParams.delete('job');
-      window.history.replaceState(null, '', url);
-    },
-  };
-})();
-</script>"""
 
 
 def language_state(english_only: bool, model: str, value: str = "auto") -> dict:
@@ -290,17 +212,16 @@ def build_ui(
                     interactive=False,
                     elem_id="batch-files",
                 )
-                cues = gr.Dataframe(
-                    headers=["Start", "End", "Subtitle"],
-                    label="Subtitles",
-                    interactive=False,
-                    visible="hidden",
-                    wrap=True,
-                    column_widths=["20%", "20%", "60%"],
-                    max_height=420,
-                    buttons=["copy"],
-                    elem_id="cues",
-                )
+                # The cues: live while the job runs, to edit once it has ended.
+                cues = gr.HTML("", elem_id="cues", visible="hidden")
+                with gr.Row():
+                    save = gr.Button("Save edits", variant="primary", elem_id="save", visible=False)
+                    revert = gr.Button("Revert edits", elem_id="revert", visible=False)
+                    mux = gr.Button("Video with subtitles", elem_id="mux", visible=False)
+                with gr.Row():
+                    download_mkv = gr.DownloadButton(visible=False, elem_id="download-mkv")
+                    download_mp4 = gr.DownloadButton(visible=False, elem_id="download-mp4")
+                edits = gr.JSON(visible="hidden")  # what Save sends: the editor's cues, collected in the page
                 text = gr.Textbox(label="Text", lines=8, elem_id="text", buttons=["copy"], visible="hidden")
         # The scripting API's outputs (gradio_client): not shown on the page.
         api_outputs = [
@@ -320,6 +241,11 @@ def build_ui(
             "archive": archive,
             "batch_files": batch_files,
             "cues": cues,
+            "save": save,
+            "revert": revert,
+            "mux": mux,
+            "download_mkv": download_mkv,
+            "download_mp4": download_mp4,
             "text": text,
             "cancel": cancel,
             "again": again,
@@ -430,6 +356,27 @@ def build_ui(
             concurrency_id="jobs",
         )
         job.change(None, job, None, js="(id) => { window.whisperForSubs.showJob(id); }", api_name=False, queue=False)
+        views = [named[name] for name in RESULTS]
+        save.click(
+            events.save_edits,
+            [job, browser, edits],
+            views,
+            api_name=False,
+            show_progress="hidden",
+            js="(job, browser, edits) => [job, browser, window.whisperForSubs.edits()]",
+        )
+        revert.click(events.revert, [job, browser], views, api_name=False, show_progress="hidden")
+        mux.click(events.mux, [job, browser], views, api_name=False, show_progress="hidden")
+
+        def save_cues(job: str, cues: list, request: gr.Request = None) -> tuple[str, list[str]]:
+            return events.save_for_script(job, cues, request)
+
+        gr.Button(visible=False).click(
+            save_cues,
+            [gr.Textbox(label="job", visible=False), gr.JSON(label="cues", visible=False)],
+            [gr.Textbox(label="summary", visible=False), gr.File(label="files", file_count="multiple", visible=False)],
+            api_name="save_cues",
+        )
         api_run.click(
             transcribe_for_script,
             [

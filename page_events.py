@@ -6,7 +6,6 @@ them to these handlers. Refusals and failures are shown in the page's status box
 the next action; only the scripting API raises them, as gr.Error, for its callers' code to catch.
 """
 
-import html
 import secrets
 import shutil
 import time
@@ -17,44 +16,29 @@ from pathlib import Path
 import gradio as gr
 
 import messages
+from editing import parse_edits
 from jobs import JobRequest, JobService
 from page_jobs import PageJob, PageJobs
+from page_views import (
+    cleared,
+    job_view,
+    message_html,
+    outputs,
+    progress_html,
+    recent_html,
+    replace_status,
+    script_view,
+    single_view,
+)
 from results import (
-    CANCELLED,
     DONE,
-    FAILED,
-    INTERRUPTED,
-    NO_SPEECH,
-    RUNNING,
-    WAITING,
     distinct_names,
     new_job_folder,
     remove_old,
 )
 from uploads import UploadDesk
-from writers import FORMATS, plain_text
 
-# The outputs a job's view sets, by name, in the order `page.py` lists their components.
-RESULTS = (
-    "status",
-    "job",
-    "video",
-    "audio",
-    *(f"download_{fmt}" for fmt in FORMATS),
-    "archive",
-    "batch_files",
-    "cues",
-    "text",
-    "cancel",
-    "again",
-)
 FOLLOW_EVERY_S = 1.0  # a running job's view is refreshed at least this often (the time left moves)
-API_WATCH_S = 30.0  # a script's job that nobody has followed for this long is cancelled
-
-
-def outputs(**updates) -> tuple:
-    """The page's outputs in RESULTS order: those named, and gr.skip() (left as they are) for the rest."""
-    return tuple(updates.get(name, gr.skip()) for name in RESULTS)
 
 
 @dataclass(frozen=True)
@@ -120,7 +104,7 @@ class PageEvents:
         """The page opened: give a new browser its id, list its recent jobs, and where the address names a
         job of this browser, show it (following it while it runs)."""
         owner = self.owner_of(browser)
-        recent = self.recent_html(owner, request.username)
+        recent = recent_html(self.jobs.recent(owner, request.username))
         job_id = request.query_params.get("job", "")
         if not job_id:
             yield owner, recent, *outputs()
@@ -141,9 +125,9 @@ class PageEvents:
         try:
             job = self.start(form, owner, request)
         except messages.UserError as error:
-            yield owner, gr.skip(), *self.cleared(message_html(error.sentence, "error"))
+            yield owner, gr.skip(), *cleared(message_html(error.sentence, "error"))
             return
-        yield owner, gr.skip(), *self.cleared(progress_html(job), job.record.id)
+        yield owner, gr.skip(), *cleared(progress_html(job), job.record.id)
         yield from self.following(job, owner, request.username)
 
     def cancel(self, job_id: str, browser: str | None, request: gr.Request) -> None:
@@ -174,7 +158,7 @@ class PageEvents:
         except messages.UserError as error:
             raise gr.Error(error.sentence) from None
         try:
-            for _ in self.follow(job, every_s=min(FOLLOW_EVERY_S, API_WATCH_S / 3)):
+            for _ in self.follow(job):
                 yield script_view(job)
         finally:
             if not job.ended:  # the script went away: nobody can fetch this job's result any more
@@ -185,6 +169,56 @@ class PageEvents:
                 record.message or "\n".join(f"{outcome.name}: {outcome.message}" for outcome in record.files)
             )
         yield script_view(job)
+
+    # A person's work on a finished file
+
+    def save_edits(self, job_id: str, browser: str | None, edits: object, request: gr.Request) -> tuple:
+        """Save the editor's cues: every format and the player's track written from them; or, where they
+        cannot be saved, why (and the editor keeps them, unsaved)."""
+        job = self.jobs.find(job_id or "", self.owner_of(browser), request.username)
+        if job is None or not job.ended:
+            return outputs(status=message_html(messages.as_sentence(messages.NO_SUCH_JOB), "error"))
+        try:
+            edited = self.jobs.save_edits(job, 0, parse_edits(edits))
+        except messages.UserError as error:
+            return outputs(status=message_html(f"{error.sentence} Nothing was saved.", "error"))
+        formats = ", ".join(fmt.upper() for fmt in job.record.files[0].outputs)
+        return replace_status(single_view(job), f"Saved: {len(edited.cues)} subtitles, in {formats} and the player.")
+
+    def revert(self, job_id: str, browser: str | None, request: gr.Request) -> tuple:
+        """Back to the machine's cues."""
+        job = self.jobs.find(job_id or "", self.owner_of(browser), request.username)
+        if job is None or not job.ended:
+            return outputs(status=message_html(messages.as_sentence(messages.NO_SUCH_JOB), "error"))
+        self.jobs.revert(job, 0)
+        return replace_status(single_view(job), "Back to the machine's subtitles: your edits are gone.")
+
+    def mux(self, job_id: str, browser: str | None, request: gr.Request) -> tuple:
+        """The video with its subtitles as a track (MKV and MP4), to download."""
+        job = self.jobs.find(job_id or "", self.owner_of(browser), request.username)
+        if job is None or not job.ended:
+            return outputs(status=message_html(messages.as_sentence(messages.NO_SUCH_JOB), "error"))
+        refused = self.jobs.mux(job, 0)
+        said = " ".join(refused) or "The video with its subtitles as a track, language tagged: download it below."
+        return replace_status(single_view(job), said)
+
+    def save_for_script(self, job_id: str, cues: object, request: gr.Request) -> tuple[str, list[str]]:
+        """The scripting API's `/save_cues`: a finished job's file (`"file"` in the cues names which, for a
+        batch) given edited cues; (what was saved, the subtitle files). gr.Error where it cannot be."""
+        job = self.jobs.find(job_id or "", "", request.username)
+        if job is None or not job.ended:
+            raise gr.Error(messages.as_sentence(messages.NO_SUCH_JOB))
+        names = [outcome.name for outcome in job.record.files]
+        named = cues[0].get("file") if isinstance(cues, list) and cues and isinstance(cues[0], dict) else None
+        index = names.index(named) if named in names else 0
+        try:
+            edited = self.jobs.save_edits(job, index, parse_edits(cues))
+        except messages.UserError as error:
+            raise gr.Error(error.sentence) from None
+        outcome = job.record.files[index]
+        return f"{outcome.name}: {len(edited.cues)} subtitles saved", [
+            str(job.folder / name) for name in outcome.outputs.values()
+        ]
 
     # Starting a job
 
@@ -222,9 +256,9 @@ class PageEvents:
     def following(self, job: PageJob, owner: str, user: str | None) -> Iterator[tuple]:
         """The page's outputs (the browser's id, its recent jobs, the job's view) while `job` runs, and once
         it has ended."""
-        recent = self.recent_html(owner, user)
+        recent = recent_html(self.jobs.recent(owner, user))
         for view in self.follow(job):
-            yield owner, self.recent_html(owner, user) if job.ended else recent, *view
+            yield owner, recent_html(self.jobs.recent(owner, user)) if job.ended else recent, *view
             recent = gr.skip()
 
     def follow(self, job: PageJob, every_s: float = FOLLOW_EVERY_S) -> Iterator[tuple]:
@@ -239,230 +273,3 @@ class PageEvents:
             if ended:
                 return
             version = job.wait_for_change(version, every_s)
-
-    @staticmethod
-    def cleared(status: str, job_id: str = "") -> tuple:
-        """A view with nothing of an earlier job in it, `status` in the status box, and the job's id."""
-        return outputs(
-            status=status,
-            job=job_id,
-            video=gr.Video(value=None, visible="hidden"),
-            audio=gr.Audio(value=None, visible="hidden"),
-            **{f"download_{fmt}": gr.DownloadButton(visible=False) for fmt in FORMATS},
-            archive=gr.DownloadButton(visible=False),
-            batch_files=gr.File(value=None, visible=False),
-            cues=gr.Dataframe(value=None, visible="hidden"),
-            text=text_box(""),
-            cancel=gr.Button(visible=False),
-            again=gr.Button(visible=False),
-        )
-
-    def recent_html(self, owner: str, user: str | None) -> str:
-        """This browser's recent jobs as links to their addresses."""
-        records = self.jobs.recent(owner, user)
-        if not records:
-            return ""
-        items = "".join(
-            f'<li><a href="?job={record.id}">{html.escape(record.title)}</a> '
-            f'<span class="when">{ago(record.created)}</span> <span class="state {record.state.replace(" ", "-")}">'
-            f"{record.state}</span></li>"
-            for record in records
-        )
-        return f'<details class="recent" open><summary>Recent jobs in this browser</summary><ul>{items}</ul></details>'
-
-
-def job_view(job: PageJob, cues) -> tuple:
-    """The page's outputs for `job` as it is now; `cues` None where they have not changed since last shown."""
-    record = job.record
-    if not job.ended:
-        live = {}
-        if cues is not None:
-            live = {
-                "cues": gr.Dataframe(value=cue_rows(cues), visible=True if cues else "hidden"),
-                "text": text_box(plain_text(cues)),
-            }
-        return outputs(
-            status=progress_html(job),
-            job=record.id,
-            cancel=gr.Button(visible=True),
-            again=gr.Button(visible=False),
-            **live,
-        )
-    if len(record.files) == 1:
-        return single_view(job)
-    return batch_view(job)
-
-
-def single_view(job: PageJob) -> tuple:
-    """An ended job of one file: its player, downloads, cue table and text; or what stopped it."""
-    outcome = job.record.files[0]
-    transcript = job.transcript(0)
-    cues = transcript.cues if transcript is not None else (job.cues if outcome.state == CANCELLED else [])
-    status = (
-        summary_html(outcome.message)
-        if outcome.state == DONE
-        else message_html(job.record.message or outcome.message, kind_of(outcome.state))
-    )
-    source = str(job.folder / outcome.source)
-    track = str(job.folder / outcome.player) if outcome.player else None
-    played = outcome.state == DONE
-    return outputs(
-        status=status,
-        job=job.record.id,
-        video=gr.Video(value=source, subtitles=track, visible=True)
-        if played and outcome.picture
-        else gr.Video(value=None, visible="hidden"),
-        audio=gr.Audio(value=source, subtitles=track, visible=True)
-        if played and not outcome.picture
-        else gr.Audio(value=None, visible="hidden"),
-        **{
-            f"download_{fmt}": gr.DownloadButton(
-                f"Download {fmt.upper()}", value=str(job.folder / outcome.outputs[fmt]), visible=True
-            )
-            if fmt in outcome.outputs
-            else gr.DownloadButton(visible=False)
-            for fmt in FORMATS
-        },
-        archive=gr.DownloadButton(visible=False),
-        batch_files=gr.File(value=None, visible=False),
-        cues=gr.Dataframe(value=cue_rows(cues), visible=True if cues else "hidden"),
-        text=text_box(plain_text(cues)),
-        cancel=gr.Button(visible=False),
-        again=gr.Button(visible=job.record.state in (INTERRUPTED, FAILED, CANCELLED)),
-    )
-
-
-def batch_view(job: PageJob) -> tuple:
-    """An ended batch: each file's line, its zip and each file's subtitles; the text of each file."""
-    record = job.record
-    done = [outcome for outcome in record.files if outcome.state == DONE]
-    written = [str(job.folder / name) for outcome in done for name in outcome.outputs.values()]
-    texts = []
-    for index, outcome in enumerate(record.files):
-        transcript = job.transcript(index) if outcome.state == DONE else None
-        if transcript is not None:
-            texts.append(f"== {outcome.name} ==\n" + plain_text(transcript.cues))
-    title = f"{len(done)} of {len(record.files)} files transcribed"
-    status = batch_html(title, record) if not record.message else message_html(record.message, kind_of(record.state))
-    return outputs(
-        status=status,
-        job=record.id,
-        video=gr.Video(value=None, visible="hidden"),
-        audio=gr.Audio(value=None, visible="hidden"),
-        **{f"download_{fmt}": gr.DownloadButton(visible=False) for fmt in FORMATS},
-        archive=gr.DownloadButton(
-            f"Download all ({record.archive})", value=str(job.folder / record.archive), visible=True
-        )
-        if record.archive
-        else gr.DownloadButton(visible=False),
-        batch_files=gr.File(value=written, visible=True) if written else gr.File(value=None, visible=False),
-        cues=gr.Dataframe(value=None, visible="hidden"),
-        text=text_box("\n\n".join(texts)),
-        cancel=gr.Button(visible=False),
-        again=gr.Button(visible=record.state in (INTERRUPTED, FAILED, CANCELLED)),
-    )
-
-
-def script_view(job: PageJob) -> tuple:
-    """The scripting API's outputs: (summary, text, the subtitle files, the cues, the job's id)."""
-    record = job.record
-    files, texts, cues = [], [], []
-    for index, outcome in enumerate(record.files):
-        files += [str(job.folder / name) for name in outcome.outputs.values()]
-        transcript = job.transcript(index) if outcome.state == DONE else None
-        shown = transcript.cues if transcript is not None else (job.cues if index == job.current else [])
-        texts.append(plain_text(shown))
-        cues += [{"file": outcome.name, "start": cue.start, "end": cue.end, "text": cue.text} for cue in shown]
-    if record.archive:
-        files.append(str(job.folder / record.archive))
-    summary = "\n".join(f"{outcome.name}: {outcome.message or outcome.state}" for outcome in record.files)
-    return summary, "\n\n".join(text for text in texts if text), files or None, cues, record.id
-
-
-def text_box(text: str) -> gr.Textbox:
-    """The text box's update: shown only where there is text."""
-    return gr.Textbox(value=text, visible=True if text else "hidden")
-
-
-def cue_rows(cues) -> list[list[str]]:
-    """The cue table: start, end and the lines as they will be shown."""
-    return [[clock(cue.start), clock(cue.end), cue.text] for cue in cues]
-
-
-def clock(seconds: float) -> str:
-    """A time as the cue table shows it, to a tenth of a second (narrow enough for a phone): 01:02.5,
-    or 1:02:03.5 from an hour on."""
-    minutes, tenths = divmod(round(seconds * 10), 600)
-    hours, minutes = divmod(minutes, 60)
-    return (f"{hours}:" if hours else "") + f"{minutes:02d}:{tenths // 10:02d}.{tenths % 10}"
-
-
-def ago(moment: float) -> str:
-    """How long ago `moment` (time.time()) was, as a person says it."""
-    seconds = max(time.time() - moment, 0)
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min ago"
-    if seconds < 86400:
-        return f"{seconds // 3600:.0f} h ago"
-    return f"{seconds // 86400:.0f} days ago"
-
-
-def kind_of(state: str) -> str:
-    """The status box's kind of message for a job or file in `state`."""
-    return {CANCELLED: "cancelled", NO_SPEECH: "note", INTERRUPTED: "note", DONE: "done"}.get(state, "error")
-
-
-def message_html(text: str, kind: str = "error") -> str:
-    """A message that stays in the status box until the next action."""
-    return f'<div class="message {kind}" role="status">{html.escape(text)}</div>'
-
-
-def summary_html(text: str) -> str:
-    """A finished job's summary in the status box."""
-    return f'<div class="message done" role="status">{html.escape(text)}.</div>'
-
-
-def batch_html(title: str, record) -> str:
-    """An ended batch in the status box: its title, and a line per file."""
-    lines = "".join(
-        f'<li class="{kind_of(outcome.state)}">{html.escape(outcome.name)}: '
-        f"{html.escape(outcome.message or outcome.state)}</li>"
-        for outcome in record.files
-    )
-    return f'<div class="message batch" role="status"><strong>{html.escape(title)}</strong><ul>{lines}</ul></div>'
-
-
-def progress_html(job: PageJob) -> str:
-    """The progress of a running job: which file, a bar that only moves forward, and what happens now."""
-    record, progress = job.record, job.progress
-    files = record.files
-    title = html.escape(files[job.current].name)
-    if len(files) > 1:
-        title = f"File {job.current + 1} of {len(files)} ({title})"
-    if job.downloading:
-        doing, fraction = "Downloading the link", 0.0
-    elif job.waiting:
-        doing, fraction = "Waiting for a free worker", 0.0
-    elif progress is None:
-        doing, fraction = "Starting", 0.0
-    elif not progress.transcribing:
-        of = f" of {progress.duration_s:.0f}" if progress.duration_s else ""
-        doing, fraction = f"Decoding and finding speech: {progress.decoded_s:.0f}{of} s read", progress.fraction
-    else:
-        states = ", ".join(f"{name} {'busy' if name in progress.busy else 'idle'}" for name in progress.workers)
-        left = f" · about {progress.left_s:.0f} s left" if progress.left_s else ""
-        doing, fraction = f"Transcribing: {states}{left}", progress.fraction
-    ended = "".join(
-        f'<li class="{kind_of(outcome.state)}">{html.escape(outcome.name)}: {html.escape(outcome.message)}</li>'
-        for outcome in files
-        if outcome.state not in (WAITING, RUNNING)
-    )
-    percent = round(100 * fraction)
-    return (
-        f'<div class="progress" role="progressbar" aria-valuenow="{percent}" aria-valuemin="0" aria-valuemax="100">'
-        f'<div class="progress-title">{title}</div><div class="progress-track"><div class="progress-bar" '
-        f'style="width: {percent}%"></div></div><div class="progress-text">{percent} % · {html.escape(doing)}</div>'
-        f"{f'<ul>{ended}</ul>' if ended else ''}</div>"
-    )

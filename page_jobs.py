@@ -18,8 +18,10 @@ from pathlib import Path
 import messages
 from audio import has_picture
 from datatypes import Cue, Transcript
+from editing import EditedCue, apply_edits, check_edits, unsure_words
 from jobs import JobOptions, JobRequest, JobService
 from links import LinkError
+from muxing import CONTAINERS, MuxError, with_subtitles
 from pipeline import Progress
 from results import (
     CANCELLED,
@@ -257,21 +259,78 @@ class PageJobs:
         if not transcript.cues:
             outcome.state, outcome.message = NO_SPEECH, messages.as_sentence(messages.NO_SPEECH)
             return
-        stem = outcome.stem
-        outcome.outputs = {
-            fmt: path.name for fmt, path in self.service.write(transcript, job.folder, stem, options).items()
-        }
-        # WebVTT of our own for the player: Gradio would otherwise convert an SRT into a file of its own,
-        # outside the job's folder (and its conversion garbles the times).
-        outcome.player = write(transcript, job.folder / f"{stem}.player.vtt", "vtt", options.word_highlight).name
-        outcome.transcript = write(transcript, job.folder / f"{stem}.machine.json", "json").name
+        self._write(job, outcome, transcript, options)
+        outcome.transcript = write(transcript, job.folder / f"{outcome.stem}.machine.json", "json").name
         outcome.picture = has_picture(job.folder / outcome.source)
         outcome.state = DONE
+        unsure = len(unsure_words(transcript))
         outcome.message = (
             f"{transcript.duration:.1f} s of audio ({transcript.language}) in "
             f"{transcript.wall_seconds:.1f} s, {transcript.realtime_factor:.1f}x realtime on "
             f"{transcript.workers} worker(s); {len(transcript.cues)} subtitles"
+            + (f"; {unsure} words Whisper was unsure of (marked)" if unsure else "")
         )
+
+    def _write(self, job: PageJob, outcome: FileOutcome, transcript: Transcript, options: JobOptions | None = None):
+        """A file's subtitles in every format asked for, and its player's track, from `transcript` (`options`:
+        the job's, else its request's checked again)."""
+        options = options or self.service.check(JobRequest(**job.record.request))
+        written = self.service.write(transcript, job.folder, outcome.stem, options)
+        outcome.outputs = {fmt: path.name for fmt, path in written.items()}
+        # WebVTT of our own for the player: Gradio would otherwise convert an SRT into a file of its own,
+        # outside the job's folder (and its conversion garbles the times). Named anew after each edit, so
+        # that no browser keeps showing the track it had.
+        if outcome.player:
+            (job.folder / outcome.player).unlink(missing_ok=True)
+        name = f"{outcome.stem}.player{f'.{outcome.edits}' if outcome.edits else ''}.vtt"
+        outcome.player = write(transcript, job.folder / name, "vtt", options.word_highlight).name
+        for name in outcome.muxed.values():  # made from the subtitles before: made again when asked
+            (job.folder / name).unlink(missing_ok=True)
+        outcome.muxed = {}
+
+    # A person's work on a finished file
+
+    def save_edits(self, job: PageJob, index: int, edits: list[EditedCue]) -> Transcript:
+        """Save a person's cues for file `index`: checked (UserError, nothing saved, where they cannot be),
+        then every format and the player's track written from them. The edited transcript."""
+        outcome = job.record.files[index]
+        machine = read_json((job.folder / outcome.transcript).read_text(encoding="utf-8"))
+        check_edits(edits, machine.duration)
+        edited = apply_edits(machine, edits)
+        outcome.edits += 1
+        outcome.edited = write(edited, job.folder / f"{outcome.stem}.edited.json", "json").name
+        self._write(job, outcome, edited)
+        job.record.save(job.folder)
+        job.update()
+        return edited
+
+    def revert(self, job: PageJob, index: int) -> Transcript:
+        """Go back to the machine's cues for file `index`; its transcript."""
+        outcome = job.record.files[index]
+        machine = read_json((job.folder / outcome.transcript).read_text(encoding="utf-8"))
+        if outcome.edited:
+            (job.folder / outcome.edited).unlink(missing_ok=True)
+        outcome.edited, outcome.edits = "", outcome.edits + 1
+        self._write(job, outcome, machine)
+        job.record.save(job.folder)
+        job.update()
+        return machine
+
+    def mux(self, job: PageJob, index: int) -> list[str]:
+        """The video of file `index` with its subtitles as a track, as MKV and MP4; what could not be made,
+        in words (a video whose codecs MP4 cannot hold, say)."""
+        outcome = job.record.files[index]
+        transcript = job.transcript(index)
+        refused = []
+        for container in CONTAINERS:
+            target = job.folder / f"{outcome.stem}.subtitled.{container}"
+            try:
+                outcome.muxed[container] = with_subtitles(job.folder / outcome.source, transcript, target).name
+            except MuxError as error:
+                refused.append(messages.as_sentence(str(error)))
+        job.record.save(job.folder)
+        job.update()
+        return refused
 
     def _end(self, job: PageJob, failure: str = "") -> None:
         """Close the job: what became of it in words, a batch's zip; its state last, since pages stop

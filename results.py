@@ -108,6 +108,8 @@ class FileOutcome:
     picture: bool = False  # it is a video
     transcript: str = ""  # the machine's transcript (JSON), for the cue table and the editor
     edited: str = ""  # the transcript as a person edited it, where they did
+    edits: int = 0  # times it was saved edited (each save names the player's track anew)
+    muxed: dict[str, str] = field(default_factory=dict)  # container (mkv, mp4) -> the video with its subtitles
 
 
 @dataclass

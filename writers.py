@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pysubs2
 
-from datatypes import LANGUAGES_WITHOUT_SPACES, Cue, Dropped, Segment, Transcript, Word
+from datatypes import LANGUAGES_WITHOUT_SPACES, UNSURE_PROBABILITY, Cue, Dropped, Segment, Transcript, Word
 
 FORMATS = ("srt", "vtt", "ass", "txt", "json")
 # ASS karaoke shows a word in the secondary colour until it is spoken, then in the primary one.
@@ -33,10 +33,17 @@ def render(transcript: Transcript, fmt: str, word_highlight: bool = False) -> st
             "duration": round(transcript.duration, 3),
             "speech": round(transcript.speech, 3),
             "segments": [asdict(segment) for segment in transcript.segments],
+            # Each cue's words, those Whisper was unsure of marked, for a reviewer to read first.
             "cues": [
-                {"start": cue.start, "end": cue.end, "text": cue.text, "words": [asdict(word) for word in cue.words]}
+                {
+                    "start": cue.start,
+                    "end": cue.end,
+                    "text": cue.text,
+                    "words": [{**asdict(word), "unsure": word.probability < UNSURE_PROBABILITY} for word in cue.words],
+                }
                 for cue in transcript.cues
             ],
+            "unsure_words": sum(word.probability < UNSURE_PROBABILITY for cue in transcript.cues for word in cue.words),
             "dropped": [asdict(item) for item in transcript.dropped],
         }
         return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
@@ -49,10 +56,10 @@ def read_json(text: str) -> Transcript:
     try:
         document = json.loads(text)
         segments = [
-            Segment(**{**item, "words": [Word(**word) for word in item["words"]]}) for item in document["segments"]
+            Segment(**{**item, "words": [_word(word) for word in item["words"]]}) for item in document["segments"]
         ]
         cues = [
-            Cue(item["start"], item["end"], item["text"].split("\n"), [Word(**word) for word in item["words"]])
+            Cue(item["start"], item["end"], item["text"].split("\n"), [_word(word) for word in item["words"]])
             for item in document["cues"]
         ]
         return Transcript(
@@ -68,6 +75,10 @@ def read_json(text: str) -> Transcript:
         )
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"not a transcript: {error}") from None
+
+
+def _word(item: dict) -> Word:
+    return Word(item["start"], item["end"], item["text"], item["probability"])
 
 
 def plain_text(cues: list[Cue], language: str = "en", one_line: bool = False) -> str:
@@ -99,7 +110,7 @@ def _subtitle_file(transcript: Transcript, fmt: str, word_highlight: bool) -> py
         secondarycolor=NOT_YET_SPOKEN,
     )
     for cue in transcript.cues:
-        lines = _words_by_line(cue) if word_highlight and fmt != "srt" else None
+        lines = words_by_line(cue) if word_highlight and fmt != "srt" else None
         if lines is None:  # no word timing asked for, or the words do not spell the lines
             text = r"\N".join(_escaped(line, fmt) for line in cue.lines)
         elif fmt == "ass":
@@ -123,9 +134,9 @@ def _letters(text: str) -> int:
     return len("".join(text.split()))
 
 
-def _words_by_line(cue: Cue) -> list[list[tuple[str, Word]]] | None:
+def words_by_line(cue: Cue) -> list[list[tuple[str, Word]]] | None:
     """Each line of `cue` as (the word as the line shows it, the word) pairs; None where the words do
-    not add up to the lines letter for letter."""
+    not add up to the lines letter for letter (the page's editor marks words by it too)."""
     lines: list[list[tuple[str, Word]]] = []
     words = iter(cue.words)
     for line in cue.lines:

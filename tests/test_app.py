@@ -94,11 +94,12 @@ def test_upload_transcribe_on_every_worker_and_download(page, server, jfk):
     cues = list(srt.parse(Path(download.value.path()).read_text(encoding="utf-8")))
     assert word_error_rate(jfk[1], " ".join(cue.content for cue in cues)) <= 0.10
     assert cues[-1].end.total_seconds() <= 11.1
-    # The cue table: each subtitle with its times, to a tenth of a second, and a copy button.
-    table = page.locator("#cues")
-    expect(table).to_contain_text("00:00.")
-    expect(table).to_contain_text(re.compile(r"And,? so,? my fellow Americans"))
-    expect(table.locator("button[aria-label*=Copy i]").first).to_be_attached()
+    # The cues to edit: each with its times, to the millisecond, and its lines; the text has a copy button.
+    editor = page.locator("#cues")
+    expect(editor.locator(".cue")).to_have_count(len(cues))
+    assert editor.locator(".cue .start").first.input_value().startswith("00:00.")
+    expect(editor).to_contain_text(re.compile(r"And,? so,? my fellow Americans"))
+    expect(page.locator("#text button[aria-label*=Copy i]").first).to_be_attached()
 
 
 def test_a_refusal_stays_in_the_page_and_the_next_file_works(page, server, jfk, tmp_path):
@@ -368,11 +369,11 @@ def test_cues_show_in_time_order_while_a_long_job_runs(page, long_talk):
         timeout=PATIENCE_MS,
     )
     early = page.input_value("#text textarea").count("\n")
-    # Each row's start and end, row after row: in time order, they only grow.
-    times = [
-        60 * int(minutes) + float(seconds)
-        for minutes, seconds in re.findall(r"\b(\d\d):(\d\d\.\d)\b", page.inner_text("#cues"))
-    ]
+    # Each cue's start and end, cue after cue: in time order, they only grow.
+    times = page.evaluate(
+        "() => [...document.querySelectorAll('#cues .cue')].flatMap(cue => "
+        "[Number(cue.dataset.start), Number(cue.dataset.end)])"
+    )
     assert len(times) >= 4 and times == sorted(times), times
     wait_for_summary(page)
     assert page.input_value("#text textarea").count("\n") > early
