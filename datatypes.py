@@ -94,6 +94,8 @@ class Segment:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     language: str | None = None  # the language it was transcribed in
+    # Where the unit's text failed a check of redecoding.py: what failed, and what was done about it.
+    checks: str = ""
 
 
 @dataclass

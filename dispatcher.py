@@ -180,15 +180,18 @@ class Job:
 
     def form_batches(self) -> None:
         """Cut the units received so far into batches, in file order: the first of a quarter of
-        `batch_size`, then twice as many each time up to `batch_size`, the last one what is left once
-        the job is closed. The sizes depend only on the job, so its batches are the same however its
-        units arrive and whoever runs them; the small first ones start the workers while the rest of
-        the file is decoded, and the full ones after them keep a GPU busy."""
+        `batch_size`, then twice as many each time up to `batch_size`; once the job is closed, what is
+        left in halves (5 units: 3, 1, 1). The sizes depend only on the job, so its batches are the same
+        however its units arrive and whoever runs them; the small first ones start the workers while the
+        rest of the file is decoded, the full ones keep a GPU busy, and the small last ones let the
+        workers end together instead of one finishing a full batch while the others wait."""
         first = max(self.batch_size // FIRST_BATCH_SHARE, 1)
         while self.unbatched:
             size = min(self.batch_size, first * 2**self.batches_formed)
-            if len(self.unbatched) < size and not self.closed:
-                return
+            if len(self.unbatched) < size:
+                if not self.closed:
+                    return
+                size = (len(self.unbatched) + 1) // 2
             self.batches.append(self.unbatched[:size])
             del self.unbatched[:size]
             self.batches_formed += 1
@@ -405,17 +408,35 @@ class Dispatcher:
 
     def _hand_out_work(self) -> None:
         # First every worker's running batch, then the one queued behind it, so that no worker
-        # takes two batches while another has none. Jobs take turns: each time a job is given a
-        # batch, it goes to the back of the line.
+        # takes two batches while another has none; a batch is queued only behind the worker with
+        # the least speech in flight, so that no batch waits behind a long one while another worker
+        # runs dry at a job's end. Jobs take turns: each time a job is given a batch, it goes to the
+        # back of the line.
         for slot in range(BATCHES_IN_FLIGHT):
             for index, worker in enumerate(self._workers):
                 if len(worker.running) > slot or not worker.ready:
                     continue
-                job = next((job for job in self._jobs if index in job.worker_indexes and self._has_work(job)), None)
+                job = next(
+                    (
+                        job
+                        for job in self._jobs
+                        if index in job.worker_indexes and self._has_work(job) and self._least_loaded(index, job)
+                    ),
+                    None,
+                )
                 if job is not None:
                     self._jobs.remove(job)
                     self._jobs.append(job)
                     self._send(worker, job)
+
+    def _least_loaded(self, index: int, job: Job) -> bool:
+        """Whether worker `index` is idle, or has no more speech in flight than any other ready worker
+        that `job` may use."""
+        if not self._workers[index].running:
+            return True
+        ready = [i for i in job.worker_indexes if self._workers[i].ready and not self._workers[i].gone]
+        load = {i: sum(call.speech_s for call in self._workers[i].running) for i in ready + [index]}
+        return load[index] <= min(load.values())
 
     @staticmethod
     def _needs_language(job: Job) -> bool:

@@ -1,15 +1,21 @@
 """The engine: one faster-whisper model on one device, transcribing batches of work units."""
 
+import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from datatypes import Segment, TranscribeOptions, Word, WorkUnit
 from models import fitting_batch_size
+from redecoding import COMPRESSION_RATIO_LIMIT, LOGPROB_LIMIT
+
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # Whisper's fallback
 
 
 class WhisperTranscriber:
     """Owns one Whisper model on one device (`cpu`, `cuda` or `cuda:N`), which it may share with
     other workers (`workers_on_device`): its batches then fit a share of the device's free memory."""
+
+    decodes_again = True  # units whose text fails a check of redecoding.py are decoded again
 
     def __init__(
         self,
@@ -88,24 +94,47 @@ class WhisperTranscriber:
             # Without timestamp tokens each clip gives one segment, which starts where its clip starts
             # (give or take faster-whisper's rounding to its 20-ms frames).
             position = min(range(len(units)), key=lambda index: abs(clip_starts[index] - segment.start))
-            unit, clip_start = units[position], clip_starts[position]
-            words = [
-                Word(
-                    *unit.to_file_times(word.start - clip_start, word.end - clip_start),
-                    word.word,
-                    float(word.probability),
-                )
-                for word in segment.words
-            ]
-            results[position].append(
-                Segment(
-                    start=words[0].start,
-                    end=words[-1].end,
-                    text=segment.text.strip(),
-                    words=words,
-                    avg_logprob=float(segment.avg_logprob),
-                    no_speech_prob=float(segment.no_speech_prob),
-                    language=language,
-                )
-            )
+            results[position].append(_in_file_times(segment, units[position], clip_starts[position], language))
         return results
+
+    def decode_again(
+        self, unit: WorkUnit, options: TranscribeOptions, language: str | None, prompt: str | None
+    ) -> list[Segment]:
+        """`unit` decoded on its own, as Whisper does when it takes care: beam search, then sampling at
+        rising temperatures while the text fails Whisper's checks, with `prompt` (the text before it) as
+        context. Sampling starts from the same seed each time: the same unit gives the same text."""
+        ctranslate2.set_random_seed(unit.index + 1)
+        segments, _info = self.model.transcribe(
+            unit.audio,
+            language=language,
+            task=options.task,
+            initial_prompt=prompt,
+            hotwords=options.hotwords,
+            beam_size=options.beam_size,
+            temperature=TEMPERATURES,
+            compression_ratio_threshold=COMPRESSION_RATIO_LIMIT,
+            log_prob_threshold=LOGPROB_LIMIT,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            without_timestamps=True,  # as the batched pass decodes: one segment for the unit's window
+            word_timestamps=True,
+        )
+        return [_in_file_times(segment, unit, 0.0, language) for segment in segments if segment.words]
+
+
+def _in_file_times(segment, unit: WorkUnit, clip_start: float, language: str | None) -> Segment:
+    """faster-whisper's `segment` of `unit`, whose audio began `clip_start` seconds into what it decoded,
+    with its words in file times."""
+    words = [
+        Word(*unit.to_file_times(word.start - clip_start, word.end - clip_start), word.word, float(word.probability))
+        for word in segment.words
+    ]
+    return Segment(
+        start=words[0].start,
+        end=words[-1].end,
+        text=segment.text.strip(),
+        words=words,
+        avg_logprob=float(segment.avg_logprob),
+        no_speech_prob=float(segment.no_speech_prob),
+        language=language,
+    )

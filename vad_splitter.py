@@ -23,9 +23,10 @@ FRAME_MS = FRAME_SAMPLES * 1000 // SAMPLE_RATE
 # this far below it (get_speech_timestamps' default `neg_threshold`).
 SILENCE_BELOW_THRESHOLD = 0.15
 CONTEXT_SAMPLES = 64  # Silero sees this much of the previous frame with each frame
-# The VAD of a long file runs on stretches of this length at once, on as many threads as there are
-# cores. The first stretch is one decoded block, so that the first units go out early.
+# The VAD of a long file runs on stretches of this length at once, on THREADS threads (one per core).
+# The first stretch is one decoded block, so that the first units go out early.
 STRETCH_FRAMES = 7500  # 4 min
+THREADS = os.cpu_count() or 1
 # A stretch run from a fresh state gives the same probabilities as one long run once Silero has
 # forgotten its starting state, after about a minute of audio. Its beginning is run again from the
 # previous stretch's end state, in pieces of this length, until the two runs agree within AGREEMENT:
@@ -142,8 +143,7 @@ def _stitched_probabilities(stretches: Iterable[np.ndarray]) -> Iterator[tuple[n
 
     A stretch's task waits only for tasks started before it, so the pool cannot deadlock.
     """
-    threads = os.cpu_count() or 1
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(THREADS) as pool:
         running: deque = deque()
         previous, context = None, np.zeros(0, dtype=np.float32)
         for stretch in stretches:
@@ -152,7 +152,7 @@ def _stitched_probabilities(stretches: Iterable[np.ndarray]) -> Iterator[tuple[n
             running.append((stretch, done))
             previous, context = (fresh_end, done), stretch[-CONTEXT_SAMPLES:]
             # Hand on what is done; wait when too much is in flight, which holds back decoding.
-            while running and (running[0][1].done() or len(running) > 2 * threads):
+            while running and (running[0][1].done() or len(running) > 2 * THREADS):
                 stretch, done = running.popleft()
                 yield stretch, done.result()[0]
         for stretch, done in running:

@@ -12,7 +12,9 @@ from threadpoolctl import threadpool_limits
 
 from datatypes import Segment, TranscribeOptions, WorkUnit
 from dispatcher import Detected, Transcribed
+from redecoding import failed_checks, is_better, unpunctuated
 from transcriber import WhisperTranscriber
+from word_edges import refine_word_edges
 
 log = logging.getLogger("whisper_for_subs")
 
@@ -59,7 +61,33 @@ class ModelWorker:
         """Transcribe `units` as one batch; the segments with when the batch began and ended."""
         started = time.monotonic()
         results = self._transcribe_within(units, options)
+        for position, unit in enumerate(units):
+            before = results[position - 1] if position else []
+            results[position] = self._checked(unit, results[position], options, before)
+            refine_word_edges(unit, results[position])
         return Transcribed(results, self.engine.batch_size, started, time.monotonic())
+
+    def _checked(
+        self, unit: WorkUnit, segments: list[Segment], options: TranscribeOptions, before: list[Segment]
+    ) -> list[Segment]:
+        """`segments` where they pass every check; otherwise the better of them and the unit decoded again
+        with the text of the unit `before` it in the batch as its prompt (the same in every run, since a
+        job's batches are), marked with what failed and which was kept."""
+        failed = failed_checks(unit, segments) if self.engine.decodes_again else []
+        if failed:
+            prompt = " ".join(segment.text for segment in before) or options.initial_prompt
+            language = segments[0].language if segments else options.language
+            again = self.engine.decode_again(unit, options, language, prompt)
+            kept = again if is_better(again, segments, unit) else segments
+            which = "the second" if kept is again else "the first"
+            note = f"{'; '.join(failed)}: decoded again, {which} decoding kept"
+        else:
+            kept, note = segments, unpunctuated(segments)
+        if note:
+            log.warning("[%s] unit %d: %s", self.label, unit.index, note)
+        for segment in kept:
+            segment.checks = note
+        return kept
 
     def _transcribe_within(self, units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
         """Transcribe `units` as one batch (the dispatcher chose it), unless this worker's memory has

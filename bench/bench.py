@@ -5,6 +5,8 @@
     python bench/bench.py talk.flac --repeat 6 --model /tmp/turbo --devices cuda:0 --fixed-tokens 100
     python bench/bench.py --devices 'cpu*2' --ray-address 127.0.0.1:6379   # also (e): the same workers as Ray actors
     python bench/bench.py --long-sentences --minutes 5   # sentences longer than the pauses in them
+    python bench/bench.py --timing                       # cue timing and hard speech, no speed runs
+    python bench/bench.py talk.flac --timing --reference-times talk-utterances.srt
 
 Runs, on the same model and device: (a) faster-whisper's sequential `WhisperModel.transcribe` with its VAD,
 (b) its `BatchedInferencePipeline` (batch 16), (c) this project with one worker, (d) with all workers
@@ -12,6 +14,18 @@ Runs, on the same model and device: (a) faster-whisper's sequential `WhisperMode
 outside every timing. The last line is
 `RESULT ours_vs_sequential=<x> ours_vs_batched=<y>`: end-to-end speed ratios of ours (the run with all
 workers) against (a) and (b).
+
+`--timing` runs none of that: it prints the tables of `timing.py` instead, cue timing against generated
+speech of known timing (and against the utterance times of `--reference-times` for AUDIO), and what is
+heard in generated hard speech, for ours and faster-whisper's sequential pipeline with its VAD.
+
+`--paced-engine S` runs none of that either: workers that run no model but sleep S seconds for each
+30-s window of a batch (the H100's 0.0474 s for large-v3-turbo at batch 32), through the same decoding,
+VAD, dispatcher and cues, measure the pipeline around a GPU's engine on a machine without one; with
+`--paced-workers N`, on N such workers too, as N GPUs would be. It prints
+`RESULT paced_vs_engine=X paced_vs_bound=Y [paced_scaling_N=S paced_vs_bound_N=Z]`: end to end over the
+engine's own time, over the slower of the engine's time and the VAD's alone on this machine, N workers'
+speed over one's, and N workers' time over their bound.
 
 `--fixed-tokens N` is for models with random weights (the GPU kit's): their text is garbage and
 where it ends is chance, so every 30-s window is made to decode exactly N tokens, once, in every run.
@@ -39,14 +53,16 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel  # noqa: E402
 
 import vad_splitter  # noqa: E402
 from audio import load_audio  # noqa: E402
-from datatypes import BLOCK_SAMPLES, SAMPLE_RATE, TranscribeOptions  # noqa: E402
+from datatypes import BLOCK_SAMPLES, SAMPLE_RATE, Segment, TranscribeOptions, Word, WorkUnit  # noqa: E402
+from devices import parse_devices  # noqa: E402
 from models import model_label, resolve_model  # noqa: E402
-from parallel_transcriber import ModelSpec, ParallelTranscriber, parse_devices  # noqa: E402
+from parallel_transcriber import ParallelTranscriber  # noqa: E402
 from pipeline import transcribe_file  # noqa: E402
 from reference_vad import silero_spans, unit_spans  # noqa: E402
 from startup import start_pool  # noqa: E402
 from transcriber import WhisperTranscriber  # noqa: E402
 from vad_splitter import VadOptions, split_audio  # noqa: E402
+from worker import ModelSpec  # noqa: E402
 
 # The GPU kit puts an empty stand-in module where PyAV is not installed.
 HAVE_PYAV = hasattr(av, "open")
@@ -115,13 +131,91 @@ def fixed_decoding(fixed_tokens: int | None, end_of_text: int) -> dict:
 
 class FixedDecodingTranscriber(WhisperTranscriber):
     """This project's engine, with every window decoding exactly FIXED_TOKENS tokens (from the
-    environment, because worker processes get the class, not an instance)."""
+    environment, because worker processes get the class, not an instance). Random weights write text
+    that fails every check of `redecoding.py`: no unit is decoded again, as nearly none is with real ones."""
+
+    decodes_again = False
 
     def __init__(self, *args):
         super().__init__(*args)
         end_of_text = self.model.hf_tokenizer.token_to_id("<|endoftext|>")
         extra = fixed_decoding(int(os.environ["FIXED_TOKENS"]), end_of_text)
         self.pipeline.transcribe = functools.partial(self.pipeline.transcribe, **extra)
+
+
+class PacedTranscriber:
+    """An engine without a model, for measuring everything around one: it sleeps PACED_ENGINE_S (from
+    the environment) for each 30-s window of a batch, as long as a GPU's engine takes, and writes a word
+    for each 0.4 s of speech, in sentences of eight, so that decoding, the VAD, the dispatcher, word
+    edges and cues all work as they do around a real engine."""
+
+    decodes_again = False
+    multilingual = False
+
+    def __init__(self, model_path: str, device: str, compute_type: str | None, cpu_threads: int, on_device: int):
+        self.seconds_per_window = float(os.environ["PACED_ENGINE_S"])
+        self.batch_size = 32  # a GPU's
+
+    def detect_language(self, unit: WorkUnit) -> tuple[str, float]:
+        return "en", 1.0
+
+    def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
+        time.sleep(self.seconds_per_window * len(units))
+        return [[self._segment(unit)] for unit in units]
+
+    @staticmethod
+    def _segment(unit: WorkUnit) -> Segment:
+        starts = [float(t) for start, end in unit.spans for t in np.arange(start + 0.3, end - 0.6, 0.4)]
+        words = [
+            Word(round(t, 3), round(t + 0.3, 3), " word." if number % 8 == 7 else " word", 0.9)
+            for number, t in enumerate(starts or [unit.spans[0][0]])
+        ]
+        text = "".join(word.text for word in words).strip()
+        return Segment(words[0].start, words[-1].end, text, words, avg_logprob=-0.2, language="en")
+
+
+def vad_seconds_by_threads(audio: np.ndarray) -> dict[int, float]:
+    """Seconds the VAD takes alone over `audio` on one thread, and on one per core."""
+    split_audio(audio[: 2 * SAMPLE_RATE])  # loads the ONNX model outside the timing
+    seconds = {}
+    for threads in dict.fromkeys([1, os.cpu_count() or 1]):
+        vad_splitter.THREADS = threads
+        started = time.perf_counter()
+        split_audio(audio)
+        seconds[threads] = time.perf_counter() - started
+    return seconds
+
+
+def run_paced(args: argparse.Namespace, path: Path, audio: np.ndarray, vad_whole_s: float) -> None:
+    """`--paced-engine`: the pipeline end to end around paced engines, on one worker and on
+    `--paced-workers`, against the engine's own time and against the VAD's time alone."""
+    os.environ["PACED_ENGINE_S"] = str(args.paced_engine)
+    spec = ModelSpec(resolve_model(args.model), name="paced", engine=PacedTranscriber)
+    runs = {}
+    for workers in dict.fromkeys([1, args.paced_workers]):
+        with ParallelTranscriber(spec, ["cpu"] * workers) as pool:
+            transcribe_file(path, pool, blocks=[audio[: 30 * SAMPLE_RATE]])  # starts the worker processes' work
+            result = run_ours(pool, path, VadOptions())
+        windows = sum(units for _device, units, _began, _ended in result["batch_times"])
+        engine_s = windows * args.paced_engine / workers
+        runs[workers] = {**result, "windows": windows, "engine_s": engine_s, "bound_s": max(engine_s, vad_whole_s)}
+        print(
+            f"{workers} paced worker(s): {result['seconds']:.2f} s end to end; engine {engine_s:.2f} s "
+            f"({windows} windows at {args.paced_engine} s, shared by {workers}); VAD alone {vad_whole_s:.2f} s; "
+            + ", ".join(f"{stage} {value:.2f}" for stage, value in result["stages"].items())
+            + "; "
+            + ", ".join(f"{what} {value:.2f}" for what, value in result["pace"].items())
+        )
+    one = runs[1]
+    line = (
+        f"RESULT paced_vs_engine={one['seconds'] / one['engine_s']:.2f} "
+        f"paced_vs_bound={one['seconds'] / one['bound_s']:.2f}"
+    )
+    if args.paced_workers > 1:
+        many = runs[args.paced_workers]
+        line += f" paced_scaling_{args.paced_workers}={one['seconds'] / many['seconds']:.2f}"
+        line += f" paced_vs_bound_{args.paced_workers}={many['seconds'] / many['bound_s']:.2f}"
+    print(line)
 
 
 def run_faster_whisper(model: WhisperModel, path: Path, batched: bool, fixed_tokens: int | None) -> dict:
@@ -201,6 +295,60 @@ def cpu_scaling_ceiling(audio: np.ndarray, model_path: str, processes: int) -> d
     return {"one_process_s": alone, "processes": processes, "together_s": together, "speedup": alone / together}
 
 
+WEAK_VAD = "ours, VAD 0.25"
+
+
+def run_timing_tables(args: argparse.Namespace) -> None:
+    """`--timing`: the tables of `timing.py`, ours (on every worker of `--devices`) against faster-whisper."""
+    import timing
+
+    from speech import Placed, edge_errors
+
+    work = ROOT / "bench" / "out"
+    work.mkdir(parents=True, exist_ok=True)
+    timed_audio, spoken = timing.timing_composition()
+    hard_audio, said = timing.hard_composition()
+    files = {"timing.flac": timed_audio, "hard-speech.flac": hard_audio}
+    for name, samples in files.items():
+        soundfile.write(work / name, samples, SAMPLE_RATE)
+    timed_files = {work / "timing.flac": spoken}
+    if args.audio and args.reference_times:
+        timed_files[Path(args.audio)] = timing.read_reference_times(Path(args.reference_times))
+    model_path, devices = resolve_model(args.model), parse_devices(args.devices)
+    kind, _, index = devices[0].partition(":")
+    compute_type = args.compute_type or ("float16" if kind == "cuda" else "int8")
+    model = WhisperModel(model_path, device=kind, device_index=int(index or 0), compute_type=compute_type)
+    paths = [*timed_files, work / "hard-speech.flac"]
+    shown: dict[str, dict[Path, list]] = {"faster-whisper": {}, "ours": {}, WEAK_VAD: {}}
+    for path in paths:
+        segments, _ = model.transcribe(str(path), vad_filter=True, word_timestamps=True)
+        shown["faster-whisper"][path] = [Placed(item.text, item.start, item.end) for item in segments]
+    spec = ModelSpec(model_path, name=model_label(args.model), compute_type=args.compute_type)
+    with ParallelTranscriber(spec, devices) as pool:
+
+        def cues_of(path: Path, vad_options: VadOptions = VadOptions()) -> list[Placed]:
+            cues = transcribe_file(path, pool, vad_options=vad_options).cues
+            return [Placed(cue.text.replace("\n", " "), cue.start, cue.end) for cue in cues]
+
+        shown["ours"] = {path: cues_of(path) for path in paths}
+        # Quiet, whispered and hoarse words are lost by the VAD, not by Whisper: a lower threshold finds them.
+        shown[WEAK_VAD][paths[-1]] = cues_of(paths[-1], VadOptions(threshold=0.25))
+    print(f"\nmodel {model_label(args.model)}, devices {','.join(devices)}, {os.cpu_count()} cores")
+    for path, sentences in timed_files.items():
+        rows = {
+            name: timing.timing_row(edge_errors(sentences, runs[path])) for name, runs in shown.items() if path in runs
+        }
+        timing.print_timing_table(f"Timing on {path.name} ({len(sentences)} sentences)", rows)
+    hard = work / "hard-speech.flac"
+    minutes = len(hard_audio) / SAMPLE_RATE / 60
+    reference = " ".join(sentence.text for sentence in said)
+    rows = {
+        name: timing.hearing_row(reference, " ".join(item.text for item in runs[hard]), minutes)
+        for name, runs in shown.items()
+    }
+    timing.print_hearing_table(f"Hard speech ({hard.name}, {minutes:.1f} min)", rows)
+
+
 def prepare_audio(args: argparse.Namespace, work: Path) -> tuple[Path, str | None]:
     """The file to run on (generated, or given and repeated `--repeat` times) and its text if known."""
     if args.audio:
@@ -269,7 +417,19 @@ def main() -> None:
     )
     parser.add_argument("--ray-address", help="also run (e): the workers of (d) as Ray actors on this cluster")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--paced-engine",
+        type=float,
+        metavar="SECONDS_PER_WINDOW",
+        help="only paced runs: workers that sleep this long per 30-s window instead of running a model",
+    )
+    parser.add_argument("--paced-workers", type=int, default=1, help="with --paced-engine: also this many workers")
+    parser.add_argument("--timing", action="store_true", help="print the timing and hard-speech tables only")
+    parser.add_argument("--reference-times", help="with --timing: an SRT file of the utterances in AUDIO")
     args = parser.parse_args()
+    if args.timing:
+        run_timing_tables(args)
+        return
 
     work = ROOT / "bench" / "out"
     work.mkdir(parents=True, exist_ok=True)
@@ -285,6 +445,16 @@ def main() -> None:
         os.environ["FIXED_TOKENS"] = str(args.fixed_tokens)
         engine = FixedDecodingTranscriber
     audio = read_audio(path)
+    if args.paced_engine:
+        print(f"\n{path.name}: {len(audio) / SAMPLE_RATE:.0f} s of audio, {os.cpu_count()} cores")
+        vad_s = vad_seconds_by_threads(audio)
+        print(
+            "VAD alone: "
+            + ", ".join(f"{threads} thread(s) {seconds:.2f} s" for threads, seconds in vad_s.items())
+            + f" ({vad_s[1] / vad_s[max(vad_s)]:.2f}x)"
+        )
+        run_paced(args, path, audio, vad_s[max(vad_s)])
+        return
     results = {"vad": run_vad_comparison(audio[: int(args.vad_minutes * 60 * SAMPLE_RATE)])}
     started = time.perf_counter()
     split_audio(audio)

@@ -38,16 +38,18 @@ SENTENCES = [
 
 @dataclass
 class Placed:
+    """A sentence, spoken (or a cue, shown) from `start` to `end`, in seconds of the file."""
+
     text: str
     start: float
     end: float
 
 
-def speak(text: str, voice: str = "en-us") -> np.ndarray:
+def speak(text: str, voice: str = "en-us", words_per_minute: int = 150) -> np.ndarray:
     """espeak-ng's speech for `text`, at 16 kHz, trimmed of its leading and trailing silence."""
     with tempfile.TemporaryDirectory() as folder:
         wav = Path(folder) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text], check=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(wav), text], check=True)
         samples, rate = soundfile.read(wav, dtype="float32")
     samples = _resample(samples, rate)
     loud = np.flatnonzero(np.abs(samples) > 0.01)
@@ -113,3 +115,19 @@ def music(seconds: float, seed: int = 7) -> np.ndarray:
         note = sum(np.sin(2 * np.pi * frequency * k * times) / k for k in (1, 2, 3))
         notes.append(0.2 * note * np.exp(-4 * times))
     return np.concatenate(notes).astype(np.float32)
+
+
+def edge_errors(spoken: list[Placed], shown: list[Placed]) -> list[tuple[float, float] | None]:
+    """Per sentence spoken, (onset error, end error) of the cues shown for it, or None where none was."""
+    assigned: list[list[Placed]] = [[] for _ in spoken]
+    for item in shown:
+        overlaps = [min(item.end, sentence.end) - max(item.start, sentence.start) for sentence in spoken]
+        best = max(range(len(spoken)), key=overlaps.__getitem__)
+        if overlaps[best] > 0:
+            assigned[best].append(item)
+    return [
+        (min(item.start for item in items) - sentence.start, max(item.end for item in items) - sentence.end)
+        if items
+        else None
+        for sentence, items in zip(spoken, assigned)
+    ]

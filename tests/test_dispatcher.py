@@ -118,15 +118,15 @@ def test_batches_depend_on_the_job_alone(make_dispatcher, workers, arrival):
     fakes = [FakeWorker() for _ in range(workers)]
     dispatcher = make_dispatcher(fakes, [4] * workers)
     job = dispatcher.open_job(ENGLISH, all_workers=True)
-    units = [unit(index) for index in range(12)]
-    step = {"all at once": 12, "one by one": 1, "in pairs": 2}[arrival]
-    for first in range(0, 12, step):
+    units = [unit(index) for index in range(14)]
+    step = {"all at once": 14, "one by one": 1, "in pairs": 2}[arrival]
+    for first in range(0, 14, step):
         dispatcher.send(AddUnits(job, units[first : first + step]))
     dispatcher.send(CloseJob(job))
     sent = run_to_end(fakes, job)
-    # 1, 2, 4 units, then the job's batch size (4), the last what is left: in file order.
-    assert sorted(sent) == [[0], [1, 2], [3, 4, 5, 6], [7, 8, 9, 10], [11]]
-    assert [segment.text for segment in job.segments()] == [f"unit {index}" for index in range(12)]
+    # 1, 2, 4 units, then the job's batch size (4), and what is left at the end in halves: in file order.
+    assert sorted(sent) == [[0], [1, 2], [3, 4, 5, 6], [7, 8, 9, 10], [11, 12], [13]]
+    assert [segment.text for segment in job.segments()] == [f"unit {index}" for index in range(14)]
 
 
 def test_a_batch_waits_to_be_full_while_the_files_units_still_come(make_dispatcher):
@@ -146,7 +146,7 @@ def test_a_batch_waits_to_be_full_while_the_files_units_still_come(make_dispatch
     assert worker.next_call().indexes == [3]
 
 
-def test_the_longest_batch_goes_first_and_no_worker_takes_two_while_another_has_none(make_dispatcher):
+def test_the_longest_batch_goes_first_and_waits_only_behind_the_least_loaded_worker(make_dispatcher):
     first, second = FakeWorker("cpu"), FakeWorker("cpu")
     dispatcher = make_dispatcher([first, second], [2, 2])
     job = dispatcher.open_job(ENGLISH, all_workers=True)
@@ -154,10 +154,12 @@ def test_the_longest_batch_goes_first_and_no_worker_takes_two_while_another_has_
     dispatcher.send(AddUnits(job, [unit(index, seconds) for index, seconds in enumerate(lengths)]))
     dispatcher.send(CloseJob(job))
     assert first.next_call().indexes == [3, 4]  # 40 s
-    assert second.next_call().indexes == [1, 2]  # 10 s
-    assert first.next_call().indexes == [5, 6]  # 6 s: the second in flight on each worker
-    assert second.next_call().indexes == [0]
-    assert first.no_call() and second.no_call()  # never more than two in flight
+    running = second.next_call()
+    assert running.indexes == [1, 2]  # 10 s
+    assert second.next_call().indexes == [5, 6]  # 6 s, queued behind the worker with less in flight
+    assert first.no_call() and second.no_call()  # never more than two in flight; [0] waits: 40 s > 16 s
+    running.answer()
+    assert second.next_call().indexes == [0]  # 6 s in flight on the second now, 40 s on the first
 
 
 def test_jobs_take_turns_on_a_worker(make_dispatcher):
@@ -281,7 +283,7 @@ def test_a_large_batch_size_starts_with_a_quarter_of_it(make_dispatcher):
     job = dispatcher.open_job(ENGLISH, all_workers=True)
     dispatcher.send(AddUnits(job, [unit(index) for index in range(100)]))
     dispatcher.send(CloseJob(job))
-    assert sorted(map(len, run_to_end([worker], job))) == sorted([8, 16, 32, 32, 12])
+    assert sorted(map(len, run_to_end([worker], job))) == sorted([8, 16, 32, 32, 6, 3, 2, 1])  # 12 left: halves
 
 
 def test_a_single_device_job_uses_every_worker_of_one_gpu(make_dispatcher):

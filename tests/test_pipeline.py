@@ -2,7 +2,10 @@
 
 import json
 import re
+import subprocess
+import sys
 import threading
+from statistics import median
 
 import numpy as np
 import pysubs2
@@ -16,7 +19,7 @@ from audio import load_audio
 from conftest import make_media
 from cue_rules import assert_cues_obey_the_rules
 from datatypes import BLOCK_SAMPLES, SAMPLE_RATE, TranscribeOptions
-from helpers import run_cli, word_error_rate
+from helpers import ROOT, run_cli, word_error_rate
 from pipeline import transcribe_file
 from reference_vad import silero_spans, unit_spans
 from subtitles import BROADCAST
@@ -87,6 +90,18 @@ def test_composition_every_sentence_found_where_it_was_placed(composition_transc
 def test_composition_cues_obey_the_subtitle_rules(composition_transcript):
     words = [word for segment in composition_transcript.segments for word in segment.words]
     assert_cues_obey_the_rules(composition_transcript.cues, words, BROADCAST)
+
+
+def test_composition_cues_are_on_screen_while_their_sentence_is_spoken(composition_transcript, composition):
+    """No cue leaves the screen before its sentence's last sound (50 ms of leeway), and cues appear as
+    their sentences start: within 0.10 s as a rule (the median), 0.25 s at worst."""
+    _path, placed = composition
+    shown = [speech.Placed(cue.text, cue.start, cue.end) for cue in composition_transcript.cues]
+    errors = speech.edge_errors(placed, shown)
+    assert None not in errors, [sentence.text for sentence, error in zip(placed, errors) if error is None]
+    onsets, ends = [onset for onset, _ in errors], [end for _, end in errors]
+    assert min(ends) >= -0.05, [(s.text, round(end, 3)) for s, end in zip(placed, ends) if end < -0.05]
+    assert abs(median(onsets)) <= 0.10 and max(map(abs, onsets)) <= 0.25, onsets
 
 
 def test_composition_no_cue_in_the_long_silence_or_the_tone(composition_transcript, composition):
@@ -369,6 +384,14 @@ def test_cli_help_has_examples():
         and "examples:" in result.stdout
         and "python cli.py talk.mp4 -o talk.srt" in result.stdout
     )
+
+
+def test_the_benchmark_starts():
+    """bench/bench.py is run on purpose, not in CI: this keeps it importable as the modules move."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "--timing" in result.stdout and "--paced-engine" in result.stdout, result.stderr
 
 
 def test_cli_bad_option_and_unknown_model_exit_2(jfk):
