@@ -4,11 +4,13 @@ worker pools built from the settings. The doors keep only their interface."""
 import logging
 import signal
 import sys
+import threading
 
 from devices import local_devices
 from models import default_models, model_label, resolve_model
 from parallel_transcriber import ParallelTranscriber
 from settings import Config
+from vad_splitter import load_vad
 from worker import ModelSpec
 from worker_pool import WorkerPool
 
@@ -38,11 +40,16 @@ def start_pool(spec: ModelSpec, devices: str, ray_address: str | None = None) ->
     """One worker per device of `devices` (auto, cpu*2, cuda:0,cuda:1 ...), each with the model loaded;
     with `ray_address`, Ray actors across that cluster instead (auto, cpu*N, cuda*N). Raises
     ValueError for a device this machine does not have."""
-    if ray_address:
-        from ray_workers import RayTranscriber  # Ray is imported only for a cluster
+    vad = threading.Thread(target=load_vad, name="vad-load", daemon=True)  # while the workers load theirs
+    vad.start()
+    try:
+        if ray_address:
+            from ray_workers import RayTranscriber  # Ray is imported only for a cluster
 
-        return RayTranscriber(spec, devices, ray_address)
-    return ParallelTranscriber(spec, local_devices(devices))
+            return RayTranscriber(spec, devices, ray_address)
+        return ParallelTranscriber(spec, local_devices(devices))
+    finally:
+        vad.join()
 
 
 def start_pools(config: Config) -> dict[str, WorkerPool]:

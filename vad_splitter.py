@@ -58,6 +58,12 @@ class VadOptions:
         return max(self.threshold - SILENCE_BELOW_THRESHOLD, 0.01)  # as silero-vad computes it
 
 
+def load_vad() -> None:
+    """Load Silero's model now, once for the life of the process (it imports torch: a second or more),
+    so that a door can do it while its workers load Whisper instead of in its first job."""
+    _silero_session()
+
+
 @functools.cache
 def _silero_session():
     # Imported here, not at the top: the silero_vad package imports torch, which worker processes
