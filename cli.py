@@ -269,7 +269,8 @@ class progress_bar:
         self.bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s{postfix}"
         self.bar.total = round(progress.duration_s, 1)
         self.bar.n = round(progress.fraction * progress.duration_s, 1)
-        self.bar.set_postfix_str(f", {progress.left_s:.0f} s left" if progress.left_s else "", refresh=False)
+        # tqdm puts ", " before the postfix itself.
+        self.bar.set_postfix_str(f"{progress.left_s:.0f} s left" if progress.left_s else "", refresh=False)
         self.bar.refresh()
 
 
