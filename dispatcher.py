@@ -22,9 +22,10 @@ import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from datatypes import Segment, TranscribeOptions, WorkUnit
+from job_state import BatchTime, JobCancelled, JobFailed, JobState
+from worker_protocol import Detected, Transcribed, WorkerHandle
 
 log = logging.getLogger("whisper_for_subs")
 
@@ -35,106 +36,6 @@ BATCHES_IN_FLIGHT = 2  # per worker: one running, one queued behind it
 # decoded, but a GPU runs a batch of 8 windows in about the time of one (decoding takes a step per
 # token, whatever the batch), so a ramp from one unit would leave it doing near-empty batches.
 FIRST_BATCH_SHARE = 4
-
-
-class JobFailed(RuntimeError):
-    """A job could not be finished; the message says why."""
-
-
-class JobCancelled(RuntimeError):
-    """The job was cancelled by its owner."""
-
-
-@dataclass(frozen=True)
-class BatchTime:
-    """One batch of a job, as its worker ran it (`time.monotonic`, which all processes of a machine share)."""
-
-    device: str
-    units: int
-    speech_s: float
-    started: float
-    finished: float
-
-
-@dataclass(frozen=True)
-class JobState:
-    """A job as its dispatcher last published it: an immutable snapshot that any thread may read. The
-    dispatcher's thread replaces it (`Job.state`) after every change, and nothing else touches a job."""
-
-    opened_at: float  # time.monotonic()
-    units: int = 0  # received so far
-    speech_s: float = 0.0  # their speech
-    done_s: float = 0.0  # of it, transcribed
-    # Each finished unit, in the order they came back: (its index, its segments).
-    finished_units: tuple[tuple[int, tuple[Segment, ...]], ...] = ()
-    workers: tuple[str, ...] = ()  # every worker the job may use, by name ("cpu #2", "cuda:0")
-    busy: tuple[str, ...] = ()  # those with a batch of the job now
-    # The batch each worker is working on now: (its speech, since when: time.monotonic()).
-    running: tuple[tuple[float, float], ...] = ()
-    language: str | None = None  # None until detected, where it is detected once per file
-    language_probability: float = 1.0  # how sure the model was of the language it detected
-    batches: tuple[BatchTime, ...] = ()  # those finished
-    finished_at: float | None = None  # once it ended, well or not
-    error: Exception | None = None  # why it failed, or JobCancelled
-
-    @property
-    def first_batch_s(self) -> float:
-        """From the job's opening until a worker began its first batch."""
-        return min((batch.started for batch in self.batches), default=self.opened_at) - self.opened_at
-
-    @property
-    def workers_idle_s(self) -> float:
-        """Time the job's workers spent without a batch of it while it was open, added over workers."""
-        open_s = (self.finished_at or time.monotonic()) - self.opened_at
-        busy_s = sum(batch.finished - batch.started for batch in self.batches)
-        return max(len(self.workers) * open_s - busy_s, 0.0)
-
-    def segments(self) -> list[Segment]:
-        """The segments of the units finished so far, in time order."""
-        return [
-            segment for _, segments in sorted(self.finished_units, key=lambda item: item[0]) for segment in segments
-        ]
-
-
-# A worker's answers.
-
-
-@dataclass
-class Transcribed:
-    """The answer for a batch."""
-
-    segments: list[list[Segment]]  # one list per unit, in the batch's order
-    batch_size: int  # the most windows the worker now runs at once: smaller after running out of memory
-    started: float  # when the worker began the batch and when it ended it (`time.monotonic`, which
-    finished: float  # all processes of a machine share)
-
-
-@dataclass
-class Detected:
-    """The answer for a language detection."""
-
-    language: str
-    probability: float = 1.0  # how sure the model is
-
-
-class WorkerHandle(Protocol):
-    """One worker, as the dispatcher uses it. Each call's future fails with BrokenProcessPool when the
-    worker dies on it (or is cancelled); a worker that died must be restarted before it takes more."""
-
-    device: str
-
-    def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> "Future[Transcribed]":
-        """Transcribe `units` as one batch (in smaller ones only where the device's memory demands)."""
-        ...
-
-    def detect_language(self, unit: WorkUnit) -> "Future[Detected]":
-        """The language spoken in `unit`."""
-        ...
-
-    def restart(self) -> "Future[int]":
-        """Replace the dead worker; the future gives the new one's batch size once its model is loaded
-        (it may take long: a Ray actor waits for room in the cluster), or fails if it cannot be."""
-        ...
 
 
 @dataclass

@@ -20,7 +20,7 @@ import messages
 from audio import AudioError, stream_audio
 from cleanup import CHINESE_SCRIPTS, DEFAULT_CHINESE_SCRIPT
 from datatypes import SAMPLE_RATE, Cue, TranscribeOptions, Transcript
-from dispatcher import JobCancelled, JobFailed
+from job_state import JobCancelled, JobFailed
 from models import LANGUAGE_CODES, can_translate, check_prompt, knows_only_english
 from pipeline import Progress, transcribe_file
 from serving import JobCounter, ServerDraining

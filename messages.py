@@ -6,7 +6,7 @@ A `UserError` carries one such message, written to follow "error: " (as the comm
 """
 
 from audio import AudioError
-from dispatcher import JobCancelled, JobFailed
+from job_state import JobCancelled, JobFailed
 from links import LinkError
 
 

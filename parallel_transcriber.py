@@ -20,10 +20,10 @@ from multiprocessing.shared_memory import SharedMemory
 import numpy as np
 
 from datatypes import TranscribeOptions, WorkUnit
-from dispatcher import Detected, Transcribed
 from models import ModelError, cpu_threads_per_worker
 from worker import ModelSpec, ModelWorker
 from worker_pool import WorkerPool
+from worker_protocol import Detected, Transcribed
 
 log = logging.getLogger("whisper_for_subs")
 
@@ -103,7 +103,7 @@ def _transcribe_units(units: list[WorkUnit], options: TranscribeOptions) -> Tran
 
 
 class _ProcessWorker:
-    """One device's worker process, as the dispatcher uses it (a `dispatcher.WorkerHandle`)."""
+    """One device's worker process, as the dispatcher uses it (a `worker_protocol.WorkerHandle`)."""
 
     def __init__(self, device: str, start: Callable[[str], ProcessPoolExecutor]):
         self.device = device

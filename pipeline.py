@@ -25,7 +25,7 @@ from datatypes import (
     Transcript,
     WorkUnit,
 )
-from dispatcher import JobState
+from job_state import JobState
 from subtitles import BROADCAST, CHINESE_JAPANESE, CueOptions, build_cues
 from vad_splitter import VadOptions, stream_units
 from worker_pool import WorkerPool

@@ -2,7 +2,7 @@
 
 Each actor loads its model once, in its constructor, and keeps it for the server's life: the contract of
 the local `ProcessPoolExecutor(max_workers=1)` per GPU. The dispatcher sees actors and local processes
-alike (`dispatcher.WorkerHandle`); Ray restarts an actor that dies (at most MAX_RESTARTS times), and
+alike (`worker_protocol.WorkerHandle`); Ray restarts an actor that dies (at most MAX_RESTARTS times), and
 the dispatcher sends its units again. Units travel to the actors as samples, through Ray's object
 store, never as paths. Ray is imported only when a cluster address is given.
 """
@@ -21,10 +21,10 @@ import ray
 from ray.exceptions import ActorUnavailableError, NodeDiedError, RayActorError, WorkerCrashedError
 
 from datatypes import TranscribeOptions, WorkUnit
-from dispatcher import Detected, Transcribed
 from models import resolve_model
 from worker import ModelSpec, ModelWorker
 from worker_pool import WorkerPool
+from worker_protocol import Detected, Transcribed
 
 log = logging.getLogger("whisper_for_subs")
 
@@ -66,7 +66,7 @@ class _Actor:
 
 
 class _RayWorker:
-    """One actor, as the dispatcher uses it (a `dispatcher.WorkerHandle`)."""
+    """One actor, as the dispatcher uses it (a `worker_protocol.WorkerHandle`)."""
 
     def __init__(self, actor, pool: "RayTranscriber"):
         self.actor = actor

@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from threadpoolctl import threadpool_limits
 
 from datatypes import Segment, TranscribeOptions, WorkUnit
-from dispatcher import Detected, Transcribed
 from redecoding import failed_checks, is_better, unpunctuated
 from transcriber import WhisperTranscriber
 from word_edges import refine_word_edges
+from worker_protocol import Detected, Transcribed
 
 log = logging.getLogger("whisper_for_subs")
 

@@ -8,8 +8,9 @@ as actors on a cluster; the pipeline and the doors see only this class. Each kin
 from dataclasses import replace
 
 from datatypes import TranscribeOptions, WorkUnit
-from dispatcher import AddUnits, CancelJob, CloseJob, Dispatcher, Job, WorkerHandle
+from dispatcher import AddUnits, CancelJob, CloseJob, Dispatcher, Job
 from worker import ModelSpec
+from worker_protocol import WorkerHandle
 
 
 class WorkerPool:

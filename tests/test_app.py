@@ -315,7 +315,7 @@ def test_a_video_plays_with_captions_above_its_controls_and_lit_words(page, film
     assert all(re.search(r"<00:00:\d\d\.\d{3}>", cue) for cue in video["cues"])  # each word's time
     lit = {}
     page.wait_for_selector("#video .captions", state="attached")
-    for moment in (0.99, 4.18):  # inside the first and the second cue
+    for moment in (0.99, 5.9):  # inside the first cue, and inside the one with "what your country"
         page.evaluate(f"() => {{ document.querySelector('#video video').currentTime = {moment}; }}")
         page.wait_for_function(
             f"() => {{ const v = document.querySelector('#video video'); return Math.abs("
@@ -325,9 +325,10 @@ def test_a_video_plays_with_captions_above_its_controls_and_lit_words(page, film
         lit[moment] = page.evaluate("""() => ['spoken', 'future'].map(kind =>
             [...document.querySelectorAll(`#video .captions .${kind}`)]
                 .map(word => word.innerText.trim()).join(' '))""")
-    # At 0.99 s "And so" is said and "my fellow Americans" not yet; at 4.18 s "ask not" is said.
+    # At 0.99 s "And so" is said and "my fellow Americans" not yet; at 5.9 s "what your" is said (after
+    # "ask not" and its pause, whether that is a cue of its own or not), and "country" not yet.
     assert re.fullmatch(r"And,? so,?", lit[0.99][0]) and lit[0.99][1].startswith("my fellow"), lit
-    assert lit[4.18][0].lower().startswith("ask not") and "country" in lit[4.18][1], lit
+    assert lit[5.9][0].lower().endswith("what your") and lit[5.9][1].startswith("country"), lit
     # Hovered, the player shows its controls: the captions stay above them.
     page.hover("#video video")
     captions = page.locator("#video .captions").bounding_box()

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from datatypes import SAMPLE_RATE, Segment, TranscribeOptions, WorkUnit
-from dispatcher import AddUnits, CancelJob, CloseJob, Detected, Dispatcher, JobCancelled, JobFailed, Transcribed
+from dispatcher import AddUnits, CancelJob, CloseJob, Dispatcher
+from job_state import JobCancelled, JobFailed
+from worker_protocol import Detected, Transcribed
 
 ENGLISH = TranscribeOptions(language="en")
 

@@ -11,8 +11,8 @@ from audio import load_audio
 from conftest import tiled
 from datatypes import TranscribeOptions, WorkUnit
 from devices import parse_devices
-from dispatcher import JobCancelled, JobFailed
 from engines import POISON_INDEX, CrashingTranscriber, ShortOfMemoryTranscriber
+from job_state import JobCancelled, JobFailed
 from models import MAX_BATCH_SIZE
 from parallel_transcriber import ParallelTranscriber
 from pipeline import DECODING_SHARE, transcribe_file

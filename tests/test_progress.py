@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from dispatcher import BatchTime, JobState
+from job_state import BatchTime, JobState
 from pipeline import DECODING_SHARE, _ProgressMeter
 
 
