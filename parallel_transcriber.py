@@ -27,6 +27,8 @@ from worker_protocol import Detected, Transcribed
 
 log = logging.getLogger("whisper_for_subs")
 
+SHARED_MEMORY = "/dev/shm"  # where Linux keeps `SharedMemory` blocks
+
 
 # --- The process side: a worker process holds its ModelWorker in these globals. ---
 
@@ -114,6 +116,8 @@ class _ProcessWorker:
         # The samples go through shared memory: a GPU's batch of 32 units is 60 MB, which through the
         # executor's pipe would only start to reach the worker once it had finished the batch before
         # (its second batch in flight waits in the pipe), and would leave the GPU idle meanwhile.
+        if not _shared_memory_has_room(sum(4 * len(unit.audio) for unit in units)):
+            return self._submit(_transcribe_units, units, options)  # through the pipe: slower, but sure
         try:
             block, lengths = _share_samples(units)
         except (TypeError, ValueError) as error:  # samples that are no audio: the batch fails, as in a worker
@@ -157,6 +161,16 @@ def _failed(error: BaseException) -> Future:
     failed: Future = Future()
     failed.set_exception(error)
     return failed
+
+
+def _shared_memory_has_room(size: int) -> bool:
+    """Whether shared memory can take `size` bytes, twice over. A container's is 64 MB unless it is given
+    more (`shm_size`), and writing past its end would kill the server (SIGBUS), not raise an error."""
+    try:
+        stats = os.statvfs(SHARED_MEMORY)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize >= 2 * size
 
 
 def _share_samples(units: list[WorkUnit]) -> tuple[SharedMemory, list[int]]:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+import parallel_transcriber
 from audio import load_audio
 from conftest import tiled
 from datatypes import TranscribeOptions, WorkUnit
@@ -258,3 +259,15 @@ def test_the_same_file_gives_byte_identical_subtitles_however_it_is_run(model_sp
         crashed = render(transcribe_file(four_minutes, pool, on_progress=kill_once), "srt")
         assert killed.is_set() and pool.model_loads == 3
     assert crashed == alone
+
+
+def test_without_room_in_shared_memory_the_samples_go_through_the_pipe(two_workers, jfk, monkeypatch):
+    """A container's shared memory is 64 MB unless it is given more: a batch that would not fit twice
+    goes through the executor's pipe, with the same subtitles."""
+    through_shared_memory = transcribe_file(jfk[0], two_workers).cues
+    monkeypatch.setattr(parallel_transcriber, "SHARED_MEMORY", "/no/such/folder")
+    assert not parallel_transcriber._shared_memory_has_room(1)
+    through_the_pipe = transcribe_file(jfk[0], two_workers).cues
+    assert [(cue.start, cue.end, cue.text) for cue in through_the_pipe] == [
+        (cue.start, cue.end, cue.text) for cue in through_shared_memory
+    ]
