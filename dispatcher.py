@@ -14,6 +14,7 @@ It sees workers only through `WorkerHandle` (the processes are in `parallel_tran
 its decisions can be tested with workers that are not processes.
 """
 
+import functools
 import itertools
 import logging
 import queue
@@ -354,10 +355,15 @@ class Dispatcher:
             # Detect the language once, from the file's first speech, and use it for every unit.
             job.detecting = True
             units = [min(job.units, key=lambda unit: unit.index)]
-            future = worker.handle.detect_language(units[0])
+            send = functools.partial(worker.handle.detect_language, units[0])
         else:
             units = job.take_batch()
-            future = worker.handle.transcribe(units, job.options)  # the batch, as one call
+            send = functools.partial(worker.handle.transcribe, units, job.options)  # the batch, as one call
+        try:
+            future = send()
+        except Exception as error:  # a call that cannot even be sent is answered as one that failed
+            future = Future()
+            future.set_exception(error)
         worker.running.append(_InFlight(job, sum(unit.duration for unit in units), time.monotonic()))
         self._publish(job)
         generation = worker.generation

@@ -118,10 +118,7 @@ class _ProcessWorker:
         # (its second batch in flight waits in the pipe), and would leave the GPU idle meanwhile.
         if not _shared_memory_has_room(sum(4 * len(unit.audio) for unit in units)):
             return self._submit(_transcribe_units, units, options)  # through the pipe: slower, but sure
-        try:
-            block, lengths = _share_samples(units)
-        except (TypeError, ValueError) as error:  # samples that are no audio: the batch fails, as in a worker
-            return _failed(error)
+        block, lengths = _share_samples(units)
         without_samples = [replace(unit, audio=np.empty(0, np.float32)) for unit in units]
         future = self._submit(_transcribe_shared, block.name, lengths, without_samples, options)
         future.add_done_callback(lambda _done: _release(block))
@@ -154,13 +151,9 @@ class _ProcessWorker:
         except BrokenProcessPool as error:
             # The process died after its last answer came in; the crash is on its way. Failing this
             # call the same way lets one path replace the worker and retry the units.
-            return _failed(error)
-
-
-def _failed(error: BaseException) -> Future:
-    failed: Future = Future()
-    failed.set_exception(error)
-    return failed
+            failed: Future = Future()
+            failed.set_exception(error)
+            return failed
 
 
 def _shared_memory_has_room(size: int) -> bool:

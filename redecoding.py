@@ -5,8 +5,8 @@ shows it. A unit whose text fails a check here is decoded again, on its own, wit
 temperature fallback (`WhisperTranscriber.decode_again`), and the decoding that fails fewer checks is
 kept. The first two checks and their limits are Whisper's own; the others catch what those miss.
 
-Text without punctuation is only reported (`unpunctuated`): decoding such a unit again brought its
-punctuation back in one of three units on the benchmark's talk, at 14 % of the speed (bench/RESULTS.md).
+Text without punctuation is only reported (`unpunctuated`): on the benchmark's talk, decoding such units
+again punctuated two of three, was kept in some runs only, and slowed the job by over a third (bench/RESULTS.md).
 """
 
 import re

@@ -1,6 +1,7 @@
 """The engine: one faster-whisper model on one device, transcribing batches of work units."""
 
 import ctranslate2
+import faster_whisper.transcribe
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
@@ -122,7 +123,9 @@ class WhisperTranscriber:
         return [_in_file_times(segment, unit, 0.0, language) for segment in segments if segment.words]
 
 
-def _in_file_times(segment, unit: WorkUnit, clip_start: float, language: str | None) -> Segment:
+def _in_file_times(
+    segment: faster_whisper.transcribe.Segment, unit: WorkUnit, clip_start: float, language: str | None
+) -> Segment:
     """faster-whisper's `segment` of `unit`, whose audio began `clip_start` seconds into what it decoded,
     with its words in file times."""
     words = [

@@ -1,7 +1,7 @@
 """Where speech starts and stops, from the audio itself, for the words at the edges of speech.
 
 Whisper times words from its attention over 20-ms frames, and at the edges of speech it is often wrong
-by 0.1-0.2 s: a sentence's first word starts early, stretched back over the silence before it, and its
+by 0.1-0.3 s: a sentence's first word starts early, stretched back over the silence before it, and its
 last word ends before the last sound, so that a cue would leave the screen while the words are still
 spoken. The energy of the signal in 10-ms frames says better where sound begins and ends, so the words
 next to a pause get their outer edge from it, moved at most `REACH_S` from Whisper's time. Where the

@@ -34,3 +34,12 @@ class ForgetfulTranscriber(WhisperTranscriber):
     def transcribe(self, units, options):
         results = super().transcribe(units, options)
         return [[] if unit.index == 0 else segments for unit, segments in zip(units, results)]
+
+
+class FailingTranscriber(WhisperTranscriber):
+    """Raises inside its worker process on a marked unit, as a bug in the engine would."""
+
+    def transcribe(self, units, options):
+        if any(unit.index == POISON_INDEX for unit in units):
+            raise ValueError("this unit breaks the engine")
+        return super().transcribe(units, options)

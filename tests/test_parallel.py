@@ -12,7 +12,7 @@ from audio import load_audio
 from conftest import tiled
 from datatypes import TranscribeOptions, WorkUnit
 from devices import parse_devices
-from engines import POISON_INDEX, CrashingTranscriber, ShortOfMemoryTranscriber
+from engines import POISON_INDEX, CrashingTranscriber, FailingTranscriber, ShortOfMemoryTranscriber
 from job_state import JobCancelled, JobFailed
 from models import MAX_BATCH_SIZE
 from parallel_transcriber import ParallelTranscriber
@@ -178,13 +178,21 @@ def test_a_batch_out_of_memory_is_done_in_halves_and_the_worker_keeps_the_smalle
     assert pool.batch_sizes == [2]
 
 
-def test_an_error_inside_a_unit_fails_the_job_but_keeps_the_worker(two_workers, jfk):
-    loads = two_workers.model_loads
-    broken = WorkUnit(0, [(0.0, 1.0)], "not audio")
+def test_an_error_inside_a_unit_fails_the_job_but_keeps_the_worker(model_spec, composition_units, jfk):
+    with ParallelTranscriber(replace(model_spec, engine=FailingTranscriber), ["cpu"]) as pool:
+        loads = pool.model_loads
+        poison = WorkUnit(POISON_INDEX, [(60.0, 62.0)], composition_units[0].audio[:32000])
+        with pytest.raises(JobFailed, match=f"failed in unit {POISON_INDEX}"):
+            pool.submit([poison], TranscribeOptions()).segments()
+        assert transcribe_file(jfk[0], pool).cues
+        assert pool.model_loads == loads
+
+
+def test_a_batch_that_cannot_be_sent_fails_its_job_and_the_next_job_works(two_workers, jfk):
+    broken = WorkUnit(0, [(0.0, 1.0)], "not audio")  # its samples cannot be put in shared memory
     with pytest.raises(JobFailed, match="failed in unit 0"):
         two_workers.submit([broken], TranscribeOptions()).segments()
     assert transcribe_file(jfk[0], two_workers).cues
-    assert two_workers.model_loads == loads
 
 
 def test_two_jobs_at_once_share_the_workers(two_workers, composition_units):
