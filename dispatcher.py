@@ -6,9 +6,10 @@ to whichever worker is free, longest first, taking turns between jobs, with at m
 flight per worker: one running and the next queued behind it, so that a worker never waits for the
 dispatcher and a newly arrived job never waits behind a whole other job.
 
-Which units share a batch is decided by the job alone (`Job.form_batches`), never by timing: a batched
-model's arithmetic differs a little with its batch, and the same file must give the same subtitles
-whether it runs alone, beside other jobs, on one worker or several, or through a crash.
+Which units share a batch is decided by the job and the number of the server's GPUs alone
+(`Job.form_batches`), never by timing: a batched model's arithmetic differs a little with its batch, and
+the same file must give the same subtitles whether it runs alone, beside other jobs, on one worker or
+several, or through a crash.
 
 It sees workers only through `WorkerHandle` (the processes are in `parallel_transcriber.py`), so that
 its decisions can be tested with workers that are not processes.
@@ -17,6 +18,7 @@ its decisions can be tested with workers that are not processes.
 import functools
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -33,10 +35,16 @@ log = logging.getLogger("whisper_for_subs")
 MAX_TRIES = 3  # a unit whose worker dies this many times fails its job
 BATCHES_IN_FLIGHT = 2  # per worker: one running, one queued behind it
 # A job's first batch holds this share of its batch size (at least one unit), each next one twice as
-# many up to the full size. Small first batches start the workers while the file is still being
-# decoded, but a GPU runs a batch of 8 windows in about the time of one (decoding takes a step per
-# token, whatever the batch), so a ramp from one unit would leave it doing near-empty batches.
-FIRST_BATCH_SHARE = 4
+# many up to the full size, and none more than a GPU's share of what is left of the file (`Job.share`);
+# when the job closes, what is left goes in halves while they hold LAST_BATCH_SHARE of the batch size.
+# Small first batches start the workers while the file is still being decoded, and small last ones let
+# the workers end together; but a GPU runs a batch of 8 windows in about three times the time of one
+# (decoding takes a step per token, whatever the batch): of a GPU's 32, the first holds 4, the last
+# 8 or more (but the very last). Chosen with the GPU's times by batch size, in bench/bench.py's paced
+# engine.
+FIRST_BATCH_SHARE = 8
+LAST_BATCH_SHARE = 4
+WINDOW_S = 30.0  # Whisper's window: a unit holds at most this much audio
 
 
 @dataclass
@@ -50,7 +58,9 @@ class Job:
     state: JobState = field(default_factory=lambda: JobState(time.monotonic()))
     units: list[WorkUnit] = field(default_factory=list)
     worker_indexes: list[int] = field(default_factory=list)  # the workers it may use, set when it opens
+    audio_s: float | None = None  # the file's length, where known when the job opens
     batch_size: int = 1  # the most units in one of its batches, set when it opens
+    devices: int = 1  # the server's GPUs when it opened, which share what is left of the file
     unbatched: list[WorkUnit] = field(default_factory=list)  # units not yet in a batch, in file order
     batches: list[list[WorkUnit]] = field(default_factory=list)  # formed, waiting for a worker
     batches_formed: int = 0
@@ -81,22 +91,37 @@ class Job:
         return self.state.segments()
 
     def form_batches(self) -> None:
-        """Cut the units received so far into batches, in file order: the first of a quarter of
-        `batch_size`, then twice as many each time up to `batch_size`; once the job is closed, what is
-        left in halves (5 units: 3, 1, 1). The sizes depend only on the job, so its batches are the same
-        however its units arrive and whoever runs them; the small first ones start the workers while the
-        rest of the file is decoded, the full ones keep a GPU busy, and the small last ones let the
-        workers end together instead of one finishing a full batch while the others wait."""
+        """Cut the units received so far into batches, in file order: the first of an eighth of
+        `batch_size`, then twice as many each time up to `batch_size` or the job's `share` of a GPU;
+        once the job is closed, what is left in halves while they hold at least a quarter of
+        `batch_size` (at 32, 40 units left: 20, 10, 10). The sizes depend only on the job and the
+        server, so its batches are the same however its units arrive and whoever runs them; the small
+        first ones start the workers while the rest of the file is decoded, the full ones keep a GPU
+        busy, and the smaller last ones let the workers end together instead of one finishing a full
+        batch while the others wait."""
         first = max(self.batch_size // FIRST_BATCH_SHARE, 1)
+        smallest = max(self.batch_size // LAST_BATCH_SHARE, 1)
         while self.unbatched:
-            size = min(self.batch_size, first * 2**self.batches_formed)
+            size = min(self.batch_size, first * 2**self.batches_formed, max(self.share(), smallest))
             if len(self.unbatched) < size:
                 if not self.closed:
                     return
-                size = (len(self.unbatched) + 1) // 2
+                left = len(self.unbatched)
+                size = (left + 1) // 2 if left >= 2 * smallest else left
             self.batches.append(self.unbatched[:size])
             del self.unbatched[:size]
             self.batches_formed += 1
+
+    def share(self) -> int:
+        """One GPU's share of the windows left in the file from the next unit on, as its length tells
+        them: the most the next batch should hold for every GPU of the server to have work to the
+        file's end. On eight GPUs, batches of 32 would leave most of them idle at the end of a 60-minute
+        file; far from its end the share is that file's eighth. On one GPU (or the CPU), or where the
+        length is unknown, a full batch."""
+        if self.audio_s is None or self.devices == 1:
+            return self.batch_size
+        windows_left = math.ceil((self.audio_s - self.unbatched[0].spans[0][0]) / WINDOW_S)
+        return math.ceil(windows_left / self.devices)
 
     def take_batch(self) -> list[WorkUnit]:
         """The batch to send next: the longest, so that no worker is left with a long one at the end
@@ -213,10 +238,13 @@ class Dispatcher:
         """Each worker's batch size now."""
         return [worker.batch_size for worker in self._workers]
 
-    def open_job(self, options: TranscribeOptions, all_workers: bool, detect_only: bool = False) -> Job:
+    def open_job(
+        self, options: TranscribeOptions, all_workers: bool, detect_only: bool = False, audio_s: float | None = None
+    ) -> Job:
         """A new job; its units follow with AddUnits, then CloseJob. `detect_only`: it ends once the language
-        of its first unit is known."""
-        job = Job(next(self._job_ids), options, all_workers, detect_only=detect_only)
+        of its first unit is known. `audio_s`: the file's length, where known, to share a long file among
+        many devices."""
+        job = Job(next(self._job_ids), options, all_workers, audio_s=audio_s, detect_only=detect_only)
         self._inbox.put(OpenJob(job))
         return job
 
@@ -280,8 +308,15 @@ class Dispatcher:
             job.worker_indexes = devices[pinned.index(min(pinned))]
         # Fixed for the job's life, the same for every worker of the same kind of device.
         job.batch_size = job.options.batch_size or min(self._workers[index].batch_size for index in job.worker_indexes)
+        job.devices = self._gpus()
         self._jobs.insert(0, job)  # it has had no turn yet: it goes first
         self._publish(job)
+
+    def _gpus(self) -> int:
+        """How many GPUs the server's workers have (at least 1: the CPU workers' cores count as one
+        device). Every GPU of the server, not those a job uses: the same file has the same batches with
+        Multi-GPU ticked or not, and on one or two workers a GPU or on one or several CPU workers."""
+        return max(len({worker.device for worker in self._workers if "cuda" in worker.device}), 1)
 
     def _name(self, index: int) -> str:
         """A worker's name for people: its device, numbered where workers share one ("cpu #2")."""

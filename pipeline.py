@@ -187,11 +187,12 @@ def transcribe_file(
     `on_cues` is given the cues of the units finished so far, each time more are."""
     stages: dict[str, float] = {}
     started = time.perf_counter()
-    job = pool.open_job(options, all_workers)
+    duration_s = declared_duration(path) if blocks is None else None
+    job = pool.open_job(options, all_workers, audio_s=duration_s)
     units: list[WorkUnit] = []  # sent to the workers
     samples = 0
     found_s = 0.0  # speech found so far
-    meter = _ProgressMeter(declared_duration(path) if blocks is None else None)
+    meter = _ProgressMeter(duration_s)
     live = _LiveCues(units, chinese_script, max_line_chars, vad_options.speech_pad_ms / 1000)
     decoding = True
     shown: Progress | None = None

@@ -23,8 +23,9 @@ FRAME_MS = FRAME_SAMPLES * 1000 // SAMPLE_RATE
 # this far below it (get_speech_timestamps' default `neg_threshold`).
 SILENCE_BELOW_THRESHOLD = 0.15
 CONTEXT_SAMPLES = 64  # Silero sees this much of the previous frame with each frame
-# The VAD of a long file runs on stretches of this length at once, on THREADS threads (one per core).
-# The first stretch is one decoded block, so that the first units go out early.
+# The VAD of a long file runs on stretches of up to this length at once, on THREADS threads (one per
+# core). The first stretch is one decoded block and each next one twice the one before, so that the
+# first units go out early and the threads share the file's beginning too.
 STRETCH_FRAMES = 7500  # 4 min
 THREADS = os.cpu_count() or 1
 # A stretch run from a fresh state gives the same probabilities as one long run once Silero has
@@ -214,12 +215,15 @@ def stream_units(
 
 def _stretches(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     """The first block alone (the sooner the first units go out), then blocks joined into stretches
-    of at least STRETCH_FRAMES."""
+    each at least twice as long as the one before, up to STRETCH_FRAMES."""
     joined: list[np.ndarray] = []
-    for index, block in enumerate(blocks):
+    wanted = 0  # samples in the next stretch
+    for block in blocks:
         joined.append(block)
-        if index == 0 or sum(map(len, joined)) >= STRETCH_FRAMES * FRAME_SAMPLES:
-            yield np.concatenate(joined)
+        if sum(map(len, joined)) >= wanted:
+            stretch = np.concatenate(joined)
+            yield stretch
+            wanted = min(2 * len(stretch), STRETCH_FRAMES * FRAME_SAMPLES)
             joined = []
     if joined:
         yield np.concatenate(joined)

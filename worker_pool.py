@@ -34,13 +34,14 @@ class WorkerPool:
         smaller after a batch ran out of memory."""
         return self._dispatcher.batch_sizes
 
-    def open_job(self, options: TranscribeOptions, all_workers: bool = True) -> Job:
+    def open_job(self, options: TranscribeOptions, all_workers: bool = True, audio_s: float | None = None) -> Job:
         """Start a job whose units come later (`add_units`, then `close_job`), so that the first
         units are transcribed while the rest of the file is still being decoded.
-        `all_workers=False` keeps the job on one device (single-device mode)."""
+        `all_workers=False` keeps the job on one device (single-device mode); `audio_s`, the file's
+        length where known, lets a long file's batches be shared among many devices."""
         if not self.multilingual:
             options = replace(options, language="en", multilingual=False)
-        return self._dispatcher.open_job(options, all_workers)
+        return self._dispatcher.open_job(options, all_workers, audio_s=audio_s)
 
     def detect(self, unit: WorkUnit) -> tuple[str, float]:
         """The language spoken in `unit`, and how sure the model is, from whichever worker is free."""

@@ -19,13 +19,14 @@ workers) against (a) and (b).
 speech of known timing (and against the utterance times of `--reference-times` for AUDIO), and what is
 heard in generated hard speech, for ours and faster-whisper's sequential pipeline with its VAD.
 
-`--paced-engine S` runs none of that either: workers that run no model but sleep S seconds for each
-30-s window of a batch (the H100's 0.0474 s for large-v3-turbo at batch 32), through the same decoding,
-VAD, dispatcher and cues, measure the pipeline around a GPU's engine on a machine without one; with
-`--paced-workers N`, on N such workers too, as N GPUs would be. It prints
+`--paced-engine S` runs none of that either: workers that run no model but sleep as long as a GPU
+takes for each batch, S seconds a 30-s window in batches of 32 (the H100's 0.0474 s for large-v3-turbo)
+and more a window in smaller ones (`paced_batch_seconds`), through the same decoding, VAD, dispatcher and
+cues, measure the pipeline around a GPU's engine on a machine without one; with `--paced-workers N`, on
+N such workers too, as N GPUs would be. It prints
 `RESULT paced_vs_engine=X paced_vs_bound=Y [paced_scaling_N=S paced_vs_bound_N=Z]`: end to end over the
-engine's own time, over the slower of the engine's time and the VAD's alone on this machine, N workers'
-speed over one's, and N workers' time over their bound.
+engine's own time (every window in batches of 32), over the slower of the engine's time and the VAD's
+alone on this machine, N workers' speed over one's, and N workers' time over their bound.
 
 `--fixed-tokens N` is for models with random weights (the GPU kit's): their text is garbage and
 where it ends is chance, so every 30-s window is made to decode exactly N tokens, once, in every run.
@@ -143,11 +144,27 @@ class FixedDecodingTranscriber(WhisperTranscriber):
         self.pipeline.transcribe = functools.partial(self.pipeline.transcribe, **extra)
 
 
+# A GPU's speed by batch size, in seconds of audio per second (../shared/gpu/README.md: H200, random-weight
+# large-v3-turbo, float16, 100 tokens a window; batch 1 is faster-whisper's sequential transcribe).
+# Decoding takes a step per token whatever the batch, so a small batch costs more per window.
+GPU_SPEED_BY_BATCH = {1: 259, 8: 625, 16: 663, 32: 702, 64: 678}
+
+
+def paced_batch_seconds(windows: int, seconds_per_window: float) -> float:
+    """How long a GPU takes for a batch of `windows` 30-s windows, where a batch of 32 takes
+    `seconds_per_window` for each: the reference batch times, scaled, and linear between them."""
+    sizes = sorted(GPU_SPEED_BY_BATCH)
+    times = [size * seconds_per_window * GPU_SPEED_BY_BATCH[32] / GPU_SPEED_BY_BATCH[size] for size in sizes]
+    if windows > sizes[-1]:
+        return windows * times[-1] / sizes[-1]
+    return float(np.interp(windows, sizes, times))
+
+
 class PacedTranscriber:
-    """An engine without a model, for measuring everything around one: it sleeps PACED_ENGINE_S (from
-    the environment) for each 30-s window of a batch, as long as a GPU's engine takes, and writes a word
-    for each 0.4 s of speech, in sentences of eight, so that decoding, the VAD, the dispatcher, word
-    edges and cues all work as they do around a real engine."""
+    """An engine without a model, for measuring everything around one: it sleeps as long as a GPU's
+    engine takes for each batch (`paced_batch_seconds`, with PACED_ENGINE_S from the environment), and
+    writes a word for each 0.4 s of speech, in sentences of eight, so that decoding, the VAD, the
+    dispatcher, word edges and cues all work as they do around a real engine."""
 
     decodes_again = False
     multilingual = False
@@ -160,7 +177,7 @@ class PacedTranscriber:
         return "en", 1.0
 
     def transcribe(self, units: list[WorkUnit], options: TranscribeOptions) -> list[list[Segment]]:
-        time.sleep(self.seconds_per_window * len(units))
+        time.sleep(paced_batch_seconds(len(units), self.seconds_per_window))
         return [[self._segment(unit)] for unit in units]
 
     @staticmethod
@@ -193,15 +210,19 @@ def run_paced(args: argparse.Namespace, path: Path, audio: np.ndarray, vad_whole
     spec = ModelSpec(resolve_model(args.model), name="paced", engine=PacedTranscriber)
     runs = {}
     for workers in dict.fromkeys([1, args.paced_workers]):
-        with ParallelTranscriber(spec, ["cpu"] * workers) as pool:
+        # Named for the GPUs they stand for: the dispatcher shares a long file among a server's GPUs.
+        with ParallelTranscriber(spec, [f"cuda:{index}" for index in range(workers)]) as pool:
             transcribe_file(path, pool, blocks=[audio[: 30 * SAMPLE_RATE]])  # starts the worker processes' work
             result = run_ours(pool, path, VadOptions())
-        windows = sum(units for _device, units, _began, _ended in result["batch_times"])
-        engine_s = windows * args.paced_engine / workers
-        runs[workers] = {**result, "windows": windows, "engine_s": engine_s, "bound_s": max(engine_s, vad_whole_s)}
+        batches = [units for _device, units, _began, _ended in result["batch_times"]]
+        # The engine's own time: every window in full batches of 32, shared by the workers.
+        engine_s = sum(batches) * args.paced_engine / workers
+        slept_s = sum(paced_batch_seconds(units, args.paced_engine) for units in batches) / workers
+        runs[workers] = {**result, "engine_s": engine_s, "bound_s": max(engine_s, vad_whole_s)}
         print(
             f"{workers} paced worker(s): {result['seconds']:.2f} s end to end; engine {engine_s:.2f} s "
-            f"({windows} windows at {args.paced_engine} s, shared by {workers}); VAD alone {vad_whole_s:.2f} s; "
+            f"({sum(batches)} windows at {args.paced_engine} s, shared by {workers}), {slept_s:.2f} s in the "
+            f"job's batches ({', '.join(map(str, batches))}); VAD alone {vad_whole_s:.2f} s; "
             + ", ".join(f"{stage} {value:.2f}" for stage, value in result["stages"].items())
             + "; "
             + ", ".join(f"{what} {value:.2f}" for what, value in result["pace"].items())

@@ -279,13 +279,44 @@ def test_the_job_says_when_its_first_batch_began_and_how_long_its_workers_waited
     assert 0.5 <= state.workers_idle_s < 0.9
 
 
-def test_a_large_batch_size_starts_with_a_quarter_of_it(make_dispatcher):
+def test_a_large_batch_size_starts_with_an_eighth_of_it_and_ends_in_halves_of_a_quarter_or_more(make_dispatcher):
     worker = FakeWorker()
     dispatcher = make_dispatcher([worker], [32])
     job = dispatcher.open_job(ENGLISH, all_workers=True)
-    dispatcher.send(AddUnits(job, [unit(index) for index in range(100)]))
+    dispatcher.send(AddUnits(job, [unit(index) for index in range(117)]))
     dispatcher.send(CloseJob(job))
-    assert sorted(map(len, run_to_end([worker], job))) == sorted([8, 16, 32, 32, 6, 3, 2, 1])  # 12 left: halves
+    # 4 + 8 + 16 + 32 + 32 = 92 units, then the 25 left in halves: 13, then 12 (its halves would be under 8).
+    assert sorted(map(len, run_to_end([worker], job))) == sorted([4, 8, 16, 32, 32, 13, 12])
+
+
+def batch_sizes_of_an_hour(workers: list[FakeWorker], make_dispatcher, all_workers: bool = True) -> list[int]:
+    """The sizes of the batches of a 60-minute file (120 units), in file order, on `workers` of batch size 32."""
+    dispatcher = make_dispatcher(workers, [32] * len(workers))
+    job = dispatcher.open_job(ENGLISH, all_workers, audio_s=3600.0)
+    dispatcher.send(AddUnits(job, [unit(index) for index in range(120)]))
+    dispatcher.send(CloseJob(job))
+    sent = run_to_end(workers, job)
+    return [len(batch) for batch in sorted(sent)]
+
+
+def test_a_long_file_is_shared_among_the_servers_gpus(make_dispatcher):
+    # On one GPU the batches are full but the last: the 28 units left when the job closes, in halves.
+    assert batch_sizes_of_an_hour([FakeWorker("cuda:0")], make_dispatcher) == [4, 8, 16, 32, 32, 14, 14]
+    # On two, each has a share of what is left: the last batches get smaller as the end comes near.
+    two_gpus = [FakeWorker("cuda:0"), FakeWorker("cuda:0"), FakeWorker("cuda:1"), FakeWorker("cuda:1")]
+    assert batch_sizes_of_an_hour(two_gpus, make_dispatcher) == [4, 8, 16, 32, 30, 15, 8, 7]
+    # On eight, batches of 32 would be four; the file's eighth is 15 windows, then less, never under 8.
+    eight_gpus = [FakeWorker(f"cuda:{index}") for index in range(8)]
+    assert batch_sizes_of_an_hour(eight_gpus, make_dispatcher) == [4, 8, 14, 12, 11, 9] + [8] * 7 + [6]
+    # CPU workers share one machine's cores: the same batches on one as on eight.
+    eight_cpu_workers = [FakeWorker("cpu") for _ in range(8)]
+    assert batch_sizes_of_an_hour(eight_cpu_workers, make_dispatcher) == [4, 8, 16, 32, 32, 14, 14]
+
+
+def test_a_file_has_the_same_batches_with_or_without_multi_gpu(make_dispatcher):
+    everywhere = batch_sizes_of_an_hour([FakeWorker(f"cuda:{index}") for index in range(4)], make_dispatcher)
+    one_gpu_of_four = [FakeWorker(f"cuda:{index}") for index in range(4)]
+    assert batch_sizes_of_an_hour(one_gpu_of_four, make_dispatcher, all_workers=False) == everywhere
 
 
 def test_a_single_device_job_uses_every_worker_of_one_gpu(make_dispatcher):

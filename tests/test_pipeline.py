@@ -1,5 +1,6 @@
 """The command-line pipeline on real audio with the real tiny.en model."""
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -392,6 +393,19 @@ def test_the_benchmark_starts():
         [sys.executable, str(ROOT / "bench" / "bench.py"), "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "--timing" in result.stdout and "--paced-engine" in result.stdout, result.stderr
+
+
+def test_the_paced_engine_prices_a_batch_as_a_gpu_runs_it():
+    """The benchmark's stand-in for a GPU: a batch of 32 costs 32 windows' time, a window alone 2.7
+    times as much (the GPU kit's 259 against 702 x realtime), and a larger batch never less than a smaller."""
+    loader = importlib.util.spec_from_file_location("bench", ROOT / "bench" / "bench.py")
+    bench = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(bench)
+    seconds = [bench.paced_batch_seconds(size, 0.05) for size in range(1, 100)]
+    assert seconds[31] == pytest.approx(32 * 0.05) and seconds[0] == pytest.approx(0.05 * 702 / 259)
+    assert seconds == sorted(seconds)
+    per_window = [batch / size for size, batch in enumerate(seconds[:32], start=1)]
+    assert per_window == sorted(per_window, reverse=True)
 
 
 def test_cli_bad_option_and_unknown_model_exit_2(jfk):
