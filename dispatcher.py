@@ -60,7 +60,7 @@ class Job:
     worker_indexes: list[int] = field(default_factory=list)  # the workers it may use, set when it opens
     audio_s: float | None = None  # the file's length, where known when the job opens
     batch_size: int = 1  # the most units in one of its batches, set when it opens
-    devices: int = 1  # the server's GPUs when it opened, which share what is left of the file
+    gpus: int = 1  # the server's GPUs when it opened, which share what is left of the file
     unbatched: list[WorkUnit] = field(default_factory=list)  # units not yet in a batch, in file order
     batches: list[list[WorkUnit]] = field(default_factory=list)  # formed, waiting for a worker
     batches_formed: int = 0
@@ -118,10 +118,10 @@ class Job:
         file's end. On eight GPUs, batches of 32 would leave most of them idle at the end of a 60-minute
         file; far from its end the share is that file's eighth. On one GPU (or the CPU), or where the
         length is unknown, a full batch."""
-        if self.audio_s is None or self.devices == 1:
+        if self.audio_s is None or self.gpus == 1:
             return self.batch_size
         windows_left = math.ceil((self.audio_s - self.unbatched[0].spans[0][0]) / WINDOW_S)
-        return math.ceil(windows_left / self.devices)
+        return math.ceil(windows_left / self.gpus)
 
     def take_batch(self) -> list[WorkUnit]:
         """The batch to send next: the longest, so that no worker is left with a long one at the end
@@ -243,7 +243,7 @@ class Dispatcher:
     ) -> Job:
         """A new job; its units follow with AddUnits, then CloseJob. `detect_only`: it ends once the language
         of its first unit is known. `audio_s`: the file's length, where known, to share a long file among
-        many devices."""
+        many GPUs."""
         job = Job(next(self._job_ids), options, all_workers, audio_s=audio_s, detect_only=detect_only)
         self._inbox.put(OpenJob(job))
         return job
@@ -308,7 +308,7 @@ class Dispatcher:
             job.worker_indexes = devices[pinned.index(min(pinned))]
         # Fixed for the job's life, the same for every worker of the same kind of device.
         job.batch_size = job.options.batch_size or min(self._workers[index].batch_size for index in job.worker_indexes)
-        job.devices = self._gpus()
+        job.gpus = self._gpus()
         self._jobs.insert(0, job)  # it has had no turn yet: it goes first
         self._publish(job)
 
